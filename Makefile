@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both depend on `setup`, which builds .venv once (a second run takes seconds).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+QUIET_PIP := { grep -v 'is ignored' || true; }
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TFF_VERSION := 0.87.0
+DEMO_DIR ?= results/demo
+
+.PHONY: setup demo test test-fast clean-demo bench
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt setup.py
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v < (3, 12) else "Python 3.10 or 3.11 is needed (TFF 0.87 needs <3.12); found %d.%d. Set PYTHON=/path/to/python3.11" % v)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned environment (requirements/lock.txt); the first time takes a few minutes."
+	$(PY) -m pip install -q -r requirements/lock.txt 2>&1 | $(QUIET_PIP)
+	@echo "Installing tensorflow-federated==$(TFF_VERSION) without its resolver (its jax==0.4.14 pin is not served; 0.4.13 is used, see BUILD_NOTES.md)."
+	$(PY) -m pip install -q --no-deps tensorflow-federated==$(TFF_VERSION) 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	$(PY) -c 'import tensorflow_federated, tff_research' 
+	$(PY) -m tff_research.runtime.check_install
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m experiments.train_nwp --preset=demo --output_dir=$(DEMO_DIR) --experiment_name=shakespeare_fedavg
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m benchmarks.round_overhead
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

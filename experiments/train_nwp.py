@@ -1,0 +1,103 @@
+r"""Train a federated next-word-prediction model (FedAvg / FedAvgM / FedAdagrad / FedAdam / FedYogi / FedSGD).
+
+  python -m experiments.train_nwp --preset=demo
+  python -m experiments.train_nwp --rounds=50 --server_optimizer=adam --server_learning_rate=0.01
+
+Rerunning with the same --output_dir/--experiment_name resumes from the last
+checkpoint. All logic lives in `tff_research.learning.experiment`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+
+from tff_research.learning import config as presets
+
+_DEFAULTS = presets.ExperimentConfig()
+_HELP = {
+    "dataset": "federated text corpus: shakespeare",
+    "data_dir": "where corpora are cached (default: ~/.cache/tff_research)",
+    "vocab_size": "number of words in the vocabulary (most frequent train words)",
+    "num_oov_buckets": "out-of-vocabulary buckets",
+    "sequence_length": "words per training sequence",
+    "embedding_size": "word embedding size",
+    "latent_size": "LSTM/CIFG units",
+    "num_layers": "recurrent layers",
+    "cell": "recurrent cell: lstm or cifg (Hard et al. 2018)",
+    "algorithm": "fedavg or fedsgd",
+    "client_optimizer": "client optimizer: sgd, sgdm, adam",
+    "client_learning_rate": "client learning rate",
+    "server_optimizer": "server optimizer: sgd (FedAvg), sgdm (FedAvgM), adagrad, adam, yogi",
+    "server_learning_rate": "server learning rate",
+    "server_momentum": "server momentum (sgdm)",
+    "server_epsilon": "server epsilon / tau (adagrad, adam, yogi)",
+    "aggregator": "plain (TFF weighted mean) or secure (pairwise-masked secure sum)",
+    "secure_neighbors": "secure sum: masking neighbours per client (0 = all, SecAgg; k = SecAgg+)",
+    "secure_threshold": "secure sum: Shamir threshold (0 = default)",
+    "secure_clip": "secure sum: clip values to [-c, c] before quantization",
+    "secure_bits": "secure sum: bits of the modular field (<= 32)",
+    "dropout_rate": "secure sum: fraction of sampled clients that drop after masking",
+    "rounds": "total rounds (a resumed run continues up to this)",
+    "clients_per_round": "clients sampled uniformly each round",
+    "client_epochs": "local epochs per round",
+    "client_batch_size": "local batch size",
+    "max_elements_per_client": "sequences per client per round (0 = all)",
+    "eval_every": "evaluate on test clients every this many rounds (and at the end)",
+    "eval_clients": "test clients in the evaluation sample (0 = all)",
+    "eval_batch_size": "evaluation batch size",
+    "seed": "seed for sampling, batch order and initial weights",
+    "output_dir": "root directory of runs",
+    "experiment_name": "run directory name under output_dir",
+}
+
+
+def _define_config_flags() -> None:
+  for field in dataclasses.fields(presets.ExperimentConfig):
+    default = getattr(_DEFAULTS, field.name)
+    help_text = _HELP.get(field.name, field.name)
+    if isinstance(default, bool):
+      flags.DEFINE_bool(field.name, default, help_text)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(field.name, default, help_text)
+    elif isinstance(default, float):
+      flags.DEFINE_float(field.name, default, help_text)
+    else:
+      flags.DEFINE_string(field.name, default, help_text)
+
+
+_define_config_flags()
+flags.DEFINE_enum("preset", None, list(presets.PRESETS),
+                  "start from a named configuration; flags given explicitly still win")
+flags.DEFINE_string("workers", None, "comma-separated host:port of TFF workers "
+                    "(python -m tff_research.runtime.worker); default: a local worker")
+flags.DEFINE_integer("max_concurrent_computation_calls", -1, "TFF worker setting (-1: no limit)")
+flags.DEFINE_bool("verbose", False, "show TensorFlow/TFF's own logs")
+flags.DEFINE_bool("progress", True, "show a progress bar")
+flags.DEFINE_bool("plot", True, "write learning_curve.png into the run directory")
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> presets.ExperimentConfig:
+  base = presets.PRESETS[FLAGS.preset] if FLAGS.preset else _DEFAULTS
+  overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(presets.ExperimentConfig)
+               if FLAGS[f.name].present}
+  return dataclasses.replace(base, **overrides)
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tff_research.runtime import entry  # pylint: disable=g-import-not-at-top
+  return entry.run_training_entry_point(
+      config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
+      plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls)
+
+
+if __name__ == "__main__":
+  # Quiet TF before it is imported, unless --verbose is on the command line.
+  from tff_research.runtime import logs  # pylint: disable=g-import-not-at-top
+  logs.configure_logging(verbose="--verbose" in sys.argv or "--verbose=true" in sys.argv)
+  app.run(main)

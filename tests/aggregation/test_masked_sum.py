@@ -1,0 +1,172 @@
+"""The Federated Core secure sum: exactness, the server's view, fresh keys, dropouts, overflow."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow_federated as tff
+
+from tff_research.aggregation import SecureAggregationError, SecureSumConfig, build_secure_sum
+
+# Model-weight-like nested structure: a list of float arrays of different shapes + an int leaf.
+VALUE_TYPE = [tff.TensorType(np.float32, [5, 3]), tff.TensorType(np.float32, [3]),
+              tff.TensorType(np.float32, [2, 2, 2]), tff.TensorType(np.int32, [4])]
+N = 5
+D_VIEW = 4096
+
+
+def _values(rng, n, clip=1.0):
+  return [[rng.uniform(-1.3 * clip, 1.3 * clip, t.shape).astype(np.float32) for t in VALUE_TYPE[:3]]
+          + [rng.integers(-1000, 1000, [4]).astype(np.int32)] for _ in range(n)]
+
+
+def _clipped_sum(values, ids, clip=1.0):
+  out = [np.sum([np.clip(values[u][i].astype(np.float64), -clip, clip) for u in ids], axis=0)
+         for i in range(3)]
+  return out + [np.sum([values[u][3] for u in ids], axis=0)]
+
+
+@pytest.fixture(scope="module")
+def secure_sum():
+  return build_secure_sum(VALUE_TYPE, N, SecureSumConfig(clip=1.0, bits=32, threshold=3))
+
+
+def _check(result, values, ids, quantizer):
+  expected = _clipped_sum(values, ids)
+  for got, want in zip(result.value[:3], expected[:3]):
+    assert got.shape == want.shape
+    # each client's stochastic rounding error is < 1/s; float32 output rounding on top
+    bound = len(ids) * quantizer.step + 1e-6 * np.abs(want).max() + 1e-7
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+  np.testing.assert_array_equal(result.value[3], expected[3])  # integers: exact
+
+
+def test_integer_sum_exact_and_float_within_quantization_bound(secure_sum):
+  rng = np.random.default_rng(0)
+  values = _values(rng, N)
+  result = secure_sum(values, round_num=0)
+  assert result.clients == N and result.dropped == 0
+  _check(result, values, range(N), secure_sum.quantizer)
+  # The unmasked modular sum equals the plain sum of the quantized integer vectors, bit for bit.
+  rnd = secure_sum.new_round(N, round_num=1)
+  material = rnd.client_material()
+  encoded = [np.asarray(secure_sum.client_encode(v, m), np.uint64) for v, m in zip(values, material)]
+  plain = np.sum(encoded, axis=0) % 2**32
+  out = secure_sum.masked_sum(values, material)
+  seeds, signs = rnd.unmask(list(range(N)), [])
+  masked_total = np.asarray(out["masked_sum"], np.uint64)
+  assert not np.array_equal(masked_total, plain)  # masks are on in the sum...
+  # ...and removing them (server side, as `unmask` does) leaves exactly the plain sum.
+  correction = np.zeros_like(plain)
+  for seed, sign in zip(seeds, signs):
+    prg = np.asarray(_prg(seed, secure_sum.quantizer.dim), np.uint64)
+    correction = (correction + (prg if sign == 1 else 2**32 - prg)) % 2**32
+  np.testing.assert_array_equal((masked_total + 2**32 - correction) % 2**32, plain)
+
+
+def _prg(seed, size):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
+  return masked_sum._prg(tf.constant(seed, tf.int64), size).numpy()  # pylint: disable=protected-access
+
+
+def test_every_seed_bit_changes_the_prg_stream():
+  base = _prg(np.zeros(2, np.int64), 64)
+  for word in range(2):
+    for bit in range(64):
+      seed = np.zeros(2, np.uint64)
+      seed[word] = np.uint64(1) << np.uint64(bit)
+      assert not np.array_equal(_prg(seed.view(np.int64), 64), base), (word, bit)
+
+
+def _uniform_over_ring(v, bits, x=None):
+  """chi-square on the top and the low 8 bits, and |corr(input, view)|: True if all pass."""
+  v = np.asarray(v, np.uint64)
+  if v.max() >= 2**bits:
+    return False
+  for bins in (v >> np.uint64(bits - 8), v & np.uint64(255)):
+    if scipy.stats.chisquare(np.bincount(bins.astype(np.int64), minlength=256)).pvalue < 1e-6:
+      return False
+  if x is not None and np.std(x) > 0:
+    if abs(np.corrcoef(x, v.astype(np.float64))[0, 1]) > 6 / np.sqrt(len(v)):
+      return False
+  return True
+
+
+@pytest.mark.parametrize("bits", [32, 16])
+def test_server_view_uniform_and_input_independent(bits):
+  ss = build_secure_sum(tff.TensorType(np.float32, [D_VIEW]), 4,
+                        SecureSumConfig(clip=1.0, bits=bits, threshold=3))
+  inputs = {"zeros": np.zeros(D_VIEW, np.float32), "plus_c": np.ones(D_VIEW, np.float32),
+            "ramp": np.linspace(-1, 1, D_VIEW, dtype=np.float32)}
+  for name, x in inputs.items():
+    rnd = ss.new_round(4, round_num=0)
+    material = rnd.client_material()
+    views = ss.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
+    assert len(views) == 4
+    for view in views:
+      assert _uniform_over_ring(view[:-1], bits, x), f"masked {name} not uniform (bits={bits})"
+    # The same tests reject what the server would see with masking switched off.
+    raw = ss.client_encode(x, material[0])
+    assert not _uniform_over_ring(raw[:-1], bits, x), f"unmasked {name} passed the uniformity test"
+    # and the standalone client computation gives what the federated one delivered
+    np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
+
+
+def test_fresh_keys_each_round(secure_sum):
+  values = _values(np.random.default_rng(1), N)
+  seen = []
+  for round_num in (0, 1):
+    material = secure_sum.new_round(N, round_num).client_material()
+    seen.append(np.asarray(secure_sum.server_view(values, material)[0]))
+  assert not np.array_equal(seen[0], seen[1])
+  assert np.mean(seen[0] == seen[1]) < 0.01
+
+
+def test_dropouts_up_to_n_minus_t_recovered_exactly(secure_sum):
+  values = _values(np.random.default_rng(2), N)
+  t = 3
+  for d in range(0, N - t + 1):
+    for dropped in list(itertools.combinations(range(N), d))[:3]:
+      result = secure_sum(values, round_num=10 + d, dropped=dropped)
+      survivors = [u for u in range(N) if u not in dropped]
+      assert result.clients == len(survivors) and result.dropped == d
+      _check(result, values, survivors, secure_sum.quantizer)
+
+
+def test_too_many_dropouts_raise_and_release_nothing(secure_sum):
+  values = _values(np.random.default_rng(3), N)
+  with pytest.raises(SecureAggregationError, match="threshold"):
+    secure_sum(values, round_num=0, dropped=[0, 1, 2])
+
+
+def test_secagg_plus_graph_with_dropouts():
+  n, k = 9, 4
+  ss = build_secure_sum(VALUE_TYPE, n, SecureSumConfig(clip=1.0, neighbors=k, threshold=3))
+  values = _values(np.random.default_rng(4), n)
+  result = ss(values, round_num=0, dropped=[2, 6])
+  assert result.neighbors == k
+  _check(result, values, [u for u in range(n) if u not in (2, 6)], ss.quantizer)
+  # a client whose neighbourhood lost too many share holders blocks the release
+  nbrs = ss.new_round(n, 1).graph[0]
+  with pytest.raises(SecureAggregationError):
+    ss(values, round_num=1, dropped=[0] + nbrs[:3])
+
+
+def test_overflow_raises_at_build_time():
+  with pytest.raises(ValueError, match="overflow"):
+    build_secure_sum(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=16, scale=1000.0))
+  with pytest.raises(ValueError, match="too few"):
+    build_secure_sum(tff.TensorType(np.float32, [3]), 2**15, SecureSumConfig(clip=1.0, bits=16))
+  with pytest.raises(ValueError, match="overflow"):
+    build_secure_sum(tff.TensorType(np.int32, [3]), 10, SecureSumConfig(bits=16, int_clip=2**13))
+  # bits just enough: fine
+  build_secure_sum(tff.TensorType(np.float32, [3]), 10, SecureSumConfig(clip=1.0, bits=16, scale=3000.0))
+
+
+def test_out_of_range_values_clipped_and_counted():
+  ss = build_secure_sum(tff.TensorType(np.float32, [6]), 3, SecureSumConfig(clip=2.0, threshold=2))
+  x = np.array([-5, -2, 0, 1.5, 3, np.inf], np.float32)  # 3 out of range (inf counts)
+  result = ss([x, x, x])
+  assert result.clipped == 9
+  np.testing.assert_allclose(result.value, 3 * np.array([-2, -2, 0, 1.5, 2, 0]), atol=3 * ss.quantizer.step)

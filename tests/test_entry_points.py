@@ -1,0 +1,137 @@
+"""The command line: one-line errors, and no TFF worker left behind on any exit path.
+
+Each command runs as a subprocess carrying a unique marker in its environment;
+any `worker_binary` it started inherits the marker, so leftovers are found
+even after they were re-parented to init.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tff_research.learning import training_loop
+
+
+def _workers_with_marker(marker):
+  found = []
+  for proc in psutil.process_iter(["pid", "cmdline"]):
+    try:
+      cmd = proc.info["cmdline"] or []
+      if cmd and cmd[0].endswith("worker_binary") and proc.environ().get("TFF_RESEARCH_TEST_MARKER") == marker:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+          found.append(proc.pid)
+    except psutil.Error:
+      continue
+  return found
+
+
+def _assert_no_workers(marker, wait=5.0):
+  deadline = time.time() + wait
+  while _workers_with_marker(marker) and time.time() < deadline:
+    time.sleep(0.2)
+  leftover = _workers_with_marker(marker)
+  for pid in leftover:  # don't leave them to hang the rest of the suite
+    os.kill(pid, signal.SIGKILL)
+  assert not leftover, f"worker_binary left running: {leftover}"
+
+
+@pytest.fixture
+def train_cmd(python_env, repo_root, shakespeare_dir, tmp_path):
+  marker = uuid.uuid4().hex
+  env = dict(python_env, TFF_RESEARCH_TEST_MARKER=marker)
+
+  def start(*flags, ignore_sigint=False):
+    args = [sys.executable, "-m", "experiments.train_nwp", "--preset=smoke",
+            f"--data_dir={shakespeare_dir}", f"--output_dir={tmp_path}", "--noprogress", *flags]
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    return subprocess.Popen(args, cwd=repo_root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+  start.marker = marker
+  start.output_dir = str(tmp_path)
+  yield start
+  _assert_no_workers(marker)
+
+
+def _finish(proc, timeout=240):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+def test_smoke_run_prints_final_accuracy_and_leaves_no_worker(train_cmd):
+  code, out, err = _finish(train_cmd("--experiment_name=cli"))
+  assert code == 0, err[-2000:]
+  assert "Final test accuracy" in out and "unigram baseline" in out
+  assert "round 2/2" in out
+  rows = training_loop.read_metrics_csv(os.path.join(train_cmd.output_dir, "cli", "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2]
+  assert os.path.isfile(os.path.join(train_cmd.output_dir, "cli", "learning_curve.png"))
+  assert "Traceback" not in err
+  _assert_no_workers(train_cmd.marker)
+
+
+def test_run_with_sigint_ignored_exits_cleanly(train_cmd):
+  """Background jobs start with SIGINT ignored; TFF's own cleanup deadlocks there."""
+  code, _, err = _finish(train_cmd("--experiment_name=bg", "--rounds=1", ignore_sigint=True))
+  assert code == 0, err[-2000:]
+  _assert_no_workers(train_cmd.marker)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--dataset=nope"], "unknown dataset 'nope'"),
+    (["--server_optimizer=foo"], "server_optimizer"),
+    (["--rounds=0"], "--rounds must be positive"),
+    (["--client_batch_size=-3"], "--client_batch_size must be positive"),
+    (["--clients_per_round=100000"], "larger than the"),
+])
+def test_bad_input_is_one_clear_line(train_cmd, flags, message):
+  code, _, err = _finish(train_cmd("--experiment_name=bad", *flags))
+  assert code != 0
+  assert message in err
+  assert "Traceback" not in err
+  lines = [l for l in err.strip().splitlines() if l.strip()]
+  assert len(lines) <= 2, err
+
+
+def _wait_for_round(output_dir, name, proc, timeout=180):
+  path = os.path.join(output_dir, name, "metrics.csv")
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(path) and training_loop.read_metrics_csv(path):
+      return
+    time.sleep(0.3)
+  raise AssertionError(f"no round finished: {proc.poll()} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_signal_mid_run_leaves_no_worker_and_keeps_saved_rounds(train_cmd, sig):
+  name = f"signal_{int(sig)}"
+  proc = train_cmd(f"--experiment_name={name}", "--rounds=200", "--eval_every=100")
+  _wait_for_round(train_cmd.output_dir, name, proc)
+  proc.send_signal(sig)  # to the Python pid only, not its process group
+  code, _, err = _finish(proc, timeout=60)
+  assert code != 0
+  if sig != signal.SIGKILL:
+    assert "Traceback" not in err, err[-2000:]
+  _assert_no_workers(train_cmd.marker)
+  checkpoints = os.listdir(os.path.join(train_cmd.output_dir, name, "checkpoints"))
+  assert any(c.startswith("round_") for c in checkpoints)
+
+
+def test_plots_cli_overlays_runs(train_cmd, python_env, repo_root, tmp_path):
+  code, _, err = _finish(train_cmd("--experiment_name=p1", "--rounds=1"))
+  assert code == 0, err[-2000:]
+  out = tmp_path / "fig.png"
+  run = os.path.join(train_cmd.output_dir, "p1")
+  done = subprocess.run([sys.executable, "-m", "tff_research.plots", run, run, "--labels=a,b",
+                         f"--out={out}"], cwd=repo_root, env=python_env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  assert out.stat().st_size > 1000
+  missing = subprocess.run([sys.executable, "-m", "tff_research.plots", str(tmp_path / "none"),
+                            f"--out={out}"], cwd=repo_root, env=python_env, capture_output=True, text=True)
+  assert missing.returncode == 2 and "no metrics.csv" in missing.stderr

@@ -1,0 +1,98 @@
+"""The federated training loop: outputs, resume, determinism, every algorithm."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_research.learning import experiment, training_loop
+from tff_research.learning.config import PRESETS
+
+
+@pytest.fixture(scope="module")
+def smoke(shakespeare_dir, tmp_path_factory):
+  config = dataclasses.replace(PRESETS["smoke"], data_dir=shakespeare_dir,
+                               output_dir=str(tmp_path_factory.mktemp("runs")))
+  return config, experiment.load_nwp_data(config, verbose=False)
+
+
+def _run(config, data, **changes):
+  config = dataclasses.replace(config, **changes)
+  return experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
+
+
+def _weights(result):
+  return [np.asarray(w) for w in tf.nest.flatten(result.run.model_weights.trainable)]
+
+
+def test_run_writes_metrics_hparams_tensorboard_checkpoints_and_plot(smoke):
+  config, data = smoke
+  config = dataclasses.replace(config, experiment_name="outputs")
+  result = experiment.run_experiment(config, progress=False, plot=True, log=lambda _: None, data=data)
+  run_dir = result.run.run_dir
+  rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2]
+  for column in ("train/loss", "train/accuracy", "eval/accuracy", "eval/recall_at_3", "eval/perplexity"):
+    assert all(np.isfinite(r[column]) for r in rows), column
+  assert json.load(open(os.path.join(run_dir, "hparams.json")))["rounds"] == 2
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(run_dir, "tensorboard")))
+  assert "round_2" in os.listdir(os.path.join(run_dir, "checkpoints"))
+  assert os.path.getsize(result.plot_path) > 1000
+  assert 0.0 <= result.unigram_accuracy < 1.0
+
+
+def test_rerun_resumes_and_matches_an_uninterrupted_run(smoke):
+  config, data = smoke
+  first = _run(config, data, experiment_name="resumed", rounds=2)
+  assert first.run.resumed_from == 0
+  resumed = _run(config, data, experiment_name="resumed", rounds=4)
+  assert resumed.run.resumed_from == 2
+  assert [h["round"] for h in resumed.run.history] == [3, 4]
+  rows = training_loop.read_metrics_csv(os.path.join(resumed.run.run_dir, "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2, 3, 4]
+  straight = _run(config, data, experiment_name="straight", rounds=4)
+  for a, b in zip(_weights(resumed), _weights(straight)):
+    np.testing.assert_array_equal(a, b)
+  straight_rows = training_loop.read_metrics_csv(os.path.join(straight.run.run_dir, "metrics.csv"))
+  assert [r["train/loss"] for r in straight_rows] == [r["train/loss"] for r in rows]
+
+
+def test_completed_run_is_not_trained_again(smoke):
+  config, data = smoke
+  _run(config, data, experiment_name="complete", rounds=1)
+  again = _run(config, data, experiment_name="complete", rounds=1)
+  assert again.run.history == [] and again.run.resumed_from == 1
+  assert "accuracy" in again.run.final_eval
+
+
+def test_rerun_with_other_settings_is_refused(smoke):
+  config, data = smoke
+  _run(config, data, experiment_name="settings", rounds=1)
+  with pytest.raises(training_loop.RunConfigError, match="client_learning_rate"):
+    _run(config, data, experiment_name="settings", rounds=1, client_learning_rate=0.1)
+
+
+@pytest.mark.parametrize("algorithm,server_optimizer,lr", [
+    ("fedavg", "sgdm", 1.0), ("fedavg", "adagrad", 0.03), ("fedavg", "adam", 0.01),
+    ("fedavg", "yogi", 0.01), ("fedsgd", "sgd", 1.0)])
+def test_each_algorithm_trains(smoke, algorithm, server_optimizer, lr):
+  config, data = smoke
+  result = _run(config, data, experiment_name=f"{algorithm}_{server_optimizer}", rounds=1,
+                algorithm=algorithm, server_optimizer=server_optimizer, server_learning_rate=lr)
+  assert np.isfinite(result.run.history[0]["train/loss"])
+  assert np.isfinite(result.run.final_eval["loss"])
+
+
+def test_too_many_clients_per_round_is_a_clear_error(smoke):
+  config, data = smoke
+  with pytest.raises(ValueError, match="larger than the .* train clients"):
+    _run(config, data, experiment_name="too_many", clients_per_round=100000)
+
+
+def test_client_sampling_is_uniform_without_replacement_and_seeded():
+  ids = [f"c{i}" for i in range(50)]
+  a = training_loop.sample_clients(ids, 10, seed=1, round_num=3)
+  assert len(set(a)) == 10 and a == training_loop.sample_clients(ids, 10, seed=1, round_num=3)
+  assert a != training_loop.sample_clients(ids, 10, seed=1, round_num=4)

@@ -1,0 +1,343 @@
+"""Pairwise-masked secure sum in TFF's Federated Core (Bonawitz et al. 2017).
+
+What runs where:
+
+* CLIENTS, `tff.tensorflow.computation` under `tff.federated_map`
+  (`client_mask`): flatten the value (any nested structure of tensors) into one
+  vector; clip float leaves to [-c, c] and integer leaves to
+  [-int_clip, int_clip] (non-finite values become 0), counting what was
+  clipped; quantize floats to fixed point with scale s and unbiased
+  stochastic rounding; append the clipped count as one more coordinate (so
+  it, too, is summed securely); map to Z_{2^b} and add the self mask
+  PRG(b_u) and the pairwise masks +PRG(s_uv) (u < v) / -PRG(s_uv) (u > v)
+  for each neighbour v, all in uint32 arithmetic (which wraps mod 2^32 on
+  TFF's runtime) and reduced mod 2^b. The seeds are CLIENTS-placed inputs
+  made in Python (`protocol.py`): X25519, HKDF and Shamir cannot run in a
+  TF graph on the worker.
+* SERVER: `tff.federated_sum` of the masked uint32 vectors (mod 2^32, hence
+  mod 2^b) and of 1 per client (the client count).
+* SERVER, after Python has rebuilt the seeds from survivors' Shamir shares
+  (`unmask`): subtract the survivors' self masks and the dropped clients'
+  unmatched pairwise masks, map Z_{2^b} back to signed integers, dequantize.
+
+PRG: `tf.random.stateless_uniform(..., dtype=uint32, alg="philox")` with the
+128-bit seed as two int64 words. TF scrambles the two words with one
+Philox-4x32 block (a bijection of the 128 bits under a fixed key) into the
+generator's 64-bit key and the upper 64 bits of its 128-bit counter, so every
+one of the 128 bits changes the stream (`tests/aggregation` checks each bit)
+and distinct seeds give distinct streams. Philox-4x32-10 is a strong
+counter-based PRG but not a cryptographic one; a deployment would expand
+seeds with AES-CTR or ChaCha20. It is what a TF graph on the worker offers.
+
+No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
+2^(b-1) so the signed sum is recovered exactly; `SecureSumConfig` is checked
+when the computation is built. The default scale is the largest power of two
+that fits (power of two: x*s is exact in float64).
+
+What the simulation shows: the protocol's arithmetic is exact (the unmasked
+integer sum equals the plain one), each vector as it enters the server's sum
+is uniform over Z_{2^b} whatever the input, dropouts below the threshold are
+recovered, costs (bytes, time) are real. What it cannot show: every party runs
+in one Python process and one TFF worker, so the isolation between clients
+and server is by code structure only, and nothing is sent over a network.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_research.aggregation import protocol as protocol_lib
+
+PRG_ALG = "philox"
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureSumConfig:
+  """Parameters of a secure sum; see module docstring for the overflow rule."""
+  clip: float = 1.0              # c: float leaves are clipped to [-c, c]
+  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32
+  scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
+  int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
+  neighbors: Optional[int] = None  # k (SecAgg+); None = complete graph
+  threshold: Optional[int] = None  # t; None = protocol.default_threshold
+  seed: int = 0                  # public seed of the per-round neighbour graph
+
+
+def material_type() -> tff.types.StructWithPythonType:
+  """Type of one client's seed material (see `protocol.ClientState.mask_material`)."""
+  return tff.types.to_type(collections.OrderedDict(
+      self_seed=tff.TensorType(np.int64, [2]),
+      pair_seeds=tff.TensorType(np.int64, [None, 2]),
+      pair_signs=tff.TensorType(np.int32, [None]),
+      rounding_seed=tff.TensorType(np.int64, [2]),
+  ))
+
+
+def _prg(seed: tf.Tensor, size: int) -> tf.Tensor:
+  return tf.random.stateless_uniform([size], seed=seed, minval=None, maxval=None,
+                                     dtype=tf.uint32, alg=PRG_ALG)
+
+
+def _signed_prg_sum(acc: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor, size: int) -> tf.Tensor:
+  """acc + sum_j signs[j] * PRG(seeds[j]) in uint32 (signs are +1, -1 or 0)."""
+
+  def body(i, acc):
+    prg = _prg(seeds[i], size)
+    acc = tf.where(tf.equal(signs[i], 1), acc + prg, acc)
+    acc = tf.where(tf.equal(signs[i], -1), acc - prg, acc)
+    return i + 1, acc
+
+  _, acc = tf.while_loop(lambda i, _: i < tf.shape(seeds)[0], body, (tf.constant(0), acc))
+  return acc
+
+
+class Quantizer:
+  """Fixed-point encoding of a value structure into Z_{2^b}, and back. Graph code."""
+
+  def __init__(self, value_type: Any, num_clients: int, config: SecureSumConfig):
+    self.value_type = tff.types.to_type(value_type)
+    self.template = tff.types.structure_from_tensor_type_tree(lambda t: t, self.value_type)
+    self.leaves = tf.nest.flatten(self.template)
+    if not self.leaves:
+      raise ValueError("value_type has no tensors")
+    for leaf in self.leaves:
+      if not tff.types.is_shape_fully_defined(leaf.shape):
+        raise ValueError(f"secure sum needs fully defined shapes, got {leaf}")
+      if not (np.issubdtype(leaf.dtype, np.floating) or np.issubdtype(leaf.dtype, np.integer)):
+        raise ValueError(f"secure sum supports float and integer tensors, got {leaf}")
+    self.sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in self.leaves]
+    self.dim = sum(self.sizes) + 1  # + the clipped-values counter
+    self.num_clients = int(num_clients)
+    self.bits = int(config.bits)
+    if not 2 <= self.bits <= 32:
+      raise ValueError(f"bits must be in [2, 32], got {self.bits}")
+    self.modulus = 2**self.bits
+    self.clip = float(config.clip)
+    self.int_clip = int(config.int_clip)
+    if self.clip <= 0 or self.int_clip < 0:
+      raise ValueError("clip must be > 0 and int_clip >= 0")
+    limit = 2**(self.bits - 1) - 1  # largest |sum| that decodes correctly
+    n = self.num_clients
+    if n < 1:
+      raise ValueError("num_clients must be >= 1")
+    has_float = any(np.issubdtype(l.dtype, np.floating) for l in self.leaves)
+    if config.scale is None:
+      max_scale = (limit / n - 1) / self.clip
+      if max_scale <= 0:
+        raise ValueError(f"bits={self.bits} are too few for n={n} clients with clip {self.clip}: "
+                         "no fixed-point scale avoids overflow")
+      self.scale = 2.0**math.floor(math.log2(max_scale))
+    else:
+      self.scale = float(config.scale)
+      if self.scale <= 0:
+        raise ValueError("scale must be > 0")
+    if has_float and n * (self.clip * self.scale + 1) > limit:
+      raise ValueError(
+          f"overflow: n * (c * s + 1) = {n} * ({self.clip} * {self.scale} + 1) exceeds 2^(b-1) - 1 = "
+          f"{limit} for bits={self.bits}; use more bits, a smaller clip or scale, or fewer clients")
+    if any(np.issubdtype(l.dtype, np.integer) for l in self.leaves) and n * self.int_clip > limit:
+      raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
+                       f"for bits={self.bits}")
+    self.count_cap = limit // n  # the clipped counter saturates here
+
+  @property
+  def step(self) -> float:
+    """Quantization step 1/s of float leaves; each client's rounding error is < step."""
+    return 1.0 / self.scale
+
+  def encode(self, value: Any, rounding_seed: tf.Tensor) -> tf.Tensor:
+    """Clip, quantize (stochastic rounding) and map to uint32 in [0, 2^b). Graph code."""
+    parts, clipped = [], tf.constant(0, tf.int64)
+    for i, (leaf, x) in enumerate(zip(self.leaves, tf.nest.flatten(value))):
+      x = tf.reshape(x, [-1])
+      if np.issubdtype(leaf.dtype, np.floating):
+        x = tf.cast(x, tf.float64)
+        finite = tf.math.is_finite(x)
+        x = tf.where(finite, x, tf.zeros_like(x))
+        out = tf.logical_or(tf.logical_not(finite), tf.abs(x) > self.clip)
+        y = tf.clip_by_value(x, -self.clip, self.clip) * self.scale
+        floor = tf.floor(y)
+        u = tf.random.stateless_uniform(
+            tf.shape(y), seed=tf.random.experimental.stateless_fold_in(rounding_seed, i),
+            dtype=tf.float64, alg=PRG_ALG)
+        q = tf.cast(floor, tf.int64) + tf.cast(u < y - floor, tf.int64)
+      else:
+        x = tf.cast(x, tf.int64)
+        out = tf.abs(x) > self.int_clip
+        q = tf.clip_by_value(x, -self.int_clip, self.int_clip)
+      clipped += tf.reduce_sum(tf.cast(out, tf.int64))
+      parts.append(q)
+    parts.append(tf.reshape(tf.minimum(clipped, self.count_cap), [1]))
+    q = tf.concat(parts, axis=0)
+    return tf.cast(tf.math.floormod(q, self.modulus), tf.uint32)
+
+  def _reduce(self, v: tf.Tensor) -> tf.Tensor:
+    if self.bits == 32:
+      return v
+    return tf.bitwise.bitwise_and(v, tf.constant(self.modulus - 1, tf.uint32))
+
+  def mask(self, encoded: tf.Tensor, material: Any) -> tf.Tensor:
+    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b. Graph code."""
+    masked = encoded + _prg(material["self_seed"], self.dim)
+    masked = _signed_prg_sum(masked, material["pair_seeds"], material["pair_signs"], self.dim)
+    return self._reduce(masked)
+
+  def encode_and_mask(self, value: Any, material: Any) -> tf.Tensor:
+    return self.mask(self.encode(value, material["rounding_seed"]), material)
+
+  def unmask_and_decode(self, masked_sum: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor):
+    """Removes the masks (seeds, signs as clients applied them), decodes. Graph code.
+
+    Returns (value structure, clipped count as int64).
+    """
+    correction = _signed_prg_sum(tf.zeros([self.dim], tf.uint32), seeds, signs, self.dim)
+    s = tf.cast(self._reduce(masked_sum - correction), tf.int64)
+    signed = tf.where(s >= 2**(self.bits - 1), s - self.modulus, s)
+    leaves, offset = [], 0
+    for leaf, size in zip(self.leaves, self.sizes):
+      part = signed[offset:offset + size]
+      offset += size
+      if np.issubdtype(leaf.dtype, np.floating):
+        part = tf.cast(part, tf.float64) / self.scale
+      leaves.append(tf.reshape(tf.cast(part, leaf.dtype), leaf.shape))
+    return tf.nest.pack_sequence_as(self.template, leaves), signed[-1]
+
+  def upload_bytes(self) -> int:
+    """Bytes of one masked vector packed at b bits per coordinate."""
+    return math.ceil(self.dim * self.bits / 8)
+
+
+@dataclasses.dataclass
+class SecureSumResult:
+  value: Any                 # the sum over surviving clients, same structure as the inputs
+  clipped: int               # values clipped (or non-finite) over all surviving clients
+  clients: int               # clients whose masked vector was summed (counted in Federated Core)
+  dropped: int               # clients that dropped after stage 1
+  upload_bytes_per_client: int
+  threshold: int
+  neighbors: int             # degree of the neighbour graph actually used
+
+
+def graph_seed(seed: int, round_num: int) -> int:
+  """The public per-round seed of the neighbour graph."""
+  return int(np.random.SeedSequence([int(seed), int(round_num)]).generate_state(1)[0])
+
+
+class SecureSum:
+  """A secure sum over up to `num_clients` clients; the built computations are attributes.
+
+  * `client_encode(value, material)`: tf computation, quantized vector without
+    masks (what the server would see if masking were off);
+  * `client_mask(value, material)`: tf computation, the masked vector a client uploads;
+  * `server_view(values@CLIENTS, material@CLIENTS)`: federated computation
+    returning the CLIENTS-placed masked vectors exactly as they enter the sum;
+  * `masked_sum(values@CLIENTS, material@CLIENTS)`: -> <masked_sum@SERVER, clients@SERVER>;
+  * `unmask(masked_sum@SERVER, clients@SERVER, seeds@SERVER, signs@SERVER)`
+    -> <value@SERVER, clipped@SERVER>, asserting clients <= num_clients;
+  * `__call__(values, round_num, dropped)`: the whole protocol.
+  """
+
+  def __init__(self, value_type: Any, num_clients: int, config: SecureSumConfig):
+    self.config = config
+    self.quantizer = q = Quantizer(value_type, num_clients, config)
+    self.num_clients = q.num_clients
+    mat_type = material_type()
+    vec_type = tff.TensorType(np.uint32, [q.dim])
+    self.material_type = mat_type
+
+    @tff.tensorflow.computation(q.value_type, mat_type)
+    def client_encode(value, material):
+      return q.encode(value, material["rounding_seed"])
+
+    @tff.tensorflow.computation(q.value_type, mat_type)
+    def client_mask(value, material):
+      return q.encode_and_mask(value, material)
+
+    @tff.tensorflow.computation(vec_type, np.int32, tff.TensorType(np.int64, [None, 2]),
+                                tff.TensorType(np.int32, [None]))
+    def server_unmask(masked_sum, clients, seeds, signs):
+      check = tf.debugging.assert_less_equal(
+          clients, tf.constant(q.num_clients, tf.int32),
+          message=f"more clients than the {q.num_clients} the overflow bound was built for")
+      with tf.control_dependencies([check]):
+        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), seeds, signs)
+      return collections.OrderedDict(value=value, clipped=clipped)
+
+    @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
+                               tff.FederatedType(mat_type, tff.CLIENTS))
+    def server_view(values, material):
+      return tff.federated_map(client_mask, (values, material))
+
+    @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
+                               tff.FederatedType(mat_type, tff.CLIENTS))
+    def masked_sum(values, material):
+      masked = tff.federated_map(client_mask, (values, material))
+      clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
+      return collections.OrderedDict(masked_sum=tff.federated_sum(masked), clients=clients)
+
+    @tff.federated_computation(tff.FederatedType(vec_type, tff.SERVER),
+                               tff.FederatedType(np.int32, tff.SERVER),
+                               tff.FederatedType(tff.TensorType(np.int64, [None, 2]), tff.SERVER),
+                               tff.FederatedType(tff.TensorType(np.int32, [None]), tff.SERVER))
+    def unmask(masked_sum, clients, seeds, signs):
+      return tff.federated_map(server_unmask, tff.federated_zip((masked_sum, clients, seeds, signs)))
+
+    self.client_encode = client_encode
+    self.client_mask = client_mask
+    self.server_unmask = server_unmask
+    self.server_view = server_view
+    self.masked_sum = masked_sum
+    self.unmask = unmask
+
+  def new_round(self, num_clients: int, round_num: int,
+                rounding_rng: Optional[np.random.Generator] = None) -> protocol_lib.SecAggRound:
+    """Stages 0-1 (keys and shares) for `num_clients` clients; fresh keys every call."""
+    if num_clients > self.num_clients:
+      raise ValueError(f"{num_clients} clients, but the overflow bound was built for {self.num_clients}")
+    return protocol_lib.SecAggRound(num_clients, self.config.neighbors, self.config.threshold,
+                                    round_num, graph_seed(self.config.seed, round_num), rounding_rng)
+
+  def __call__(self, values: Sequence[Any], round_num: int = 0, dropped: Iterable[int] = (),
+               rounding_rng: Optional[np.random.Generator] = None) -> SecureSumResult:
+    """Runs the protocol on `values` (one structure per client); `dropped` clients
+    drop after sharing their keys, so their masked vectors never reach the server.
+
+    Raises `protocol.SecureAggregationError` (and releases nothing) when too few
+    clients survive to remove the masks.
+    """
+    n = len(values)
+    rnd = self.new_round(n, round_num, rounding_rng)
+    dropped = sorted(set(int(d) for d in dropped))
+    if any(not 0 <= d < n for d in dropped):
+      raise ValueError(f"dropped ids must be in [0, {n})")
+    survivors = [u for u in range(n) if u not in set(dropped)]
+    if len(survivors) < rnd.threshold:
+      raise protocol_lib.SecureAggregationError(
+          f"only {len(survivors)} of {n} clients survived, below the threshold t={rnd.threshold}: "
+          "no aggregate is released")
+    out = self.masked_sum([values[u] for u in survivors], rnd.client_material(survivors))
+    if int(out["clients"]) != len(survivors):
+      raise protocol_lib.SecureAggregationError(
+          f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
+    seeds, signs = rnd.unmask(survivors, dropped)  # raises below the threshold
+    res = self.unmask(out["masked_sum"], out["clients"], seeds, signs)
+    return SecureSumResult(
+        value=res["value"], clipped=int(res["clipped"]), clients=len(survivors), dropped=len(dropped),
+        upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
+        threshold=rnd.threshold, neighbors=rnd.degree)
+
+
+def build_secure_sum(value_type: Any, num_clients: int,
+                     config: SecureSumConfig = SecureSumConfig()) -> SecureSum:
+  """Builds the Federated Core computations of a secure sum of `value_type`.
+
+  `num_clients` bounds the number of summands (overflow check); raises
+  ValueError at build time when `config.bits` are too few.
+  """
+  return SecureSum(value_type, num_clients, config)

@@ -1,0 +1,213 @@
+"""Weighted FedAvg whose model update is aggregated with the pairwise-masked sum.
+
+`tff.learning`'s aggregator interface gives an aggregator only the client
+value and weight, no per-client seed material, so the secure sum cannot be
+plugged in as a `model_aggregator`. Instead the process is composed from the
+same `tff.learning.templates` pieces `build_weighted_fed_avg` uses (broadcast
+distributor, model-delta client work weighted by number of examples, apply-
+optimizer finalizer) around our masked sum, in two Federated Core stages with
+the Python protocol step between them:
+
+  client_stage(state@S, data@C, material@C):
+      broadcast -> local training -> each client masks
+      <weight * update, weight> (both masked) -> federated_sum mod 2^b
+  [Python: survivors reveal shares; the server rebuilds seeds (protocol.py)]
+  server_stage(state@S, masked_sum@S, clients@S, seeds@S, signs@S):
+      unmask, decode, mean = sum(weight * update) / sum(weight), apply the
+      server optimizer, round counter + 1.
+
+`SecureFedAvgProcess` wraps both so `next(state, datasets)` has the calling
+shape of a `tff.learning.templates.LearningProcess`. The state is a
+`LearningAlgorithmState` whose `aggregator` field is the round counter (used
+for fresh keys and the per-round neighbour graph), so it survives
+checkpointing. Training metrics are summed in the clear, as in FedAvg; only
+the model update and the weights are aggregated securely. Clients that drop
+(Bernoulli(`dropout_rate`) per client per round, after sharing their keys)
+are not trained at all in the simulation: nothing they compute after that
+point reaches the server. Dropouts and stochastic rounding draw from
+(`seed`, round, number of `next` calls so far), so a round retried after too
+many dropouts draws new dropouts; keys are fresh from the OS either way.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_research.aggregation import masked_sum as masked_sum_lib
+from tff_research.aggregation import protocol as protocol_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureAggregationConfig:
+  neighbors: Optional[int] = None   # k; None = full graph
+  threshold: Optional[int] = None   # t; None = protocol.default_threshold (>= 2/3 of holders)
+  clip: float = 1.0                 # c for weighted deltas (num_examples * delta), per coordinate
+  bits: int = 32
+  dropout_rate: float = 0.0         # per sampled client per round, after sharing keys
+  seed: int = 0                     # neighbour graph, dropouts, stochastic rounding
+  max_clients: int = 100            # overflow bound: clients per round
+  max_client_weight: int = 2**16    # weights (num examples) are clipped to this
+
+  def secure_sum_config(self) -> masked_sum_lib.SecureSumConfig:
+    return masked_sum_lib.SecureSumConfig(
+        clip=self.clip, bits=self.bits, int_clip=self.max_client_weight,
+        neighbors=self.neighbors, threshold=self.threshold, seed=self.seed)
+
+
+class SecureFedAvgProcess:
+  """Same calling shape as a `tff.learning.templates.LearningProcess`.
+
+  `client_stage`, `server_stage` and `initialize_fn` are the Federated Core
+  computations (print their `type_signature`).
+  """
+
+  def __init__(self, model_fn: Callable[[], Any], client_optimizer_fn, server_optimizer_fn,
+               config: SecureAggregationConfig):
+    self.config = config
+
+    @tff.tensorflow.computation()
+    def initial_model_weights_fn():
+      return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    model_weights_type = initial_model_weights_fn.type_signature.result
+    distributor = tff.learning.templates.build_broadcast_process(model_weights_type)
+    client_work = tff.learning.templates.build_model_delta_client_work(
+        model_fn, client_optimizer_fn, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES)
+    finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
+        server_optimizer_fn, model_weights_type)
+    update_type = model_weights_type.trainable
+    value_type = collections.OrderedDict(weighted_update=update_type, weight=tff.TensorType(np.int32))
+    self.quantizer = q = masked_sum_lib.Quantizer(value_type, config.max_clients,
+                                                  config.secure_sum_config())
+    mat_type = masked_sum_lib.material_type()
+    vec_type = tff.TensorType(np.uint32, [q.dim])
+    seeds_type = tff.TensorType(np.int64, [None, 2])
+    signs_type = tff.TensorType(np.int32, [None])
+
+    @tff.federated_computation()
+    def initialize_fn():
+      return tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+          global_model_weights=tff.federated_eval(initial_model_weights_fn, tff.SERVER),
+          distributor=distributor.initialize(),
+          client_work=client_work.initialize(),
+          aggregator=tff.federated_value(np.int32(0), tff.SERVER),  # round counter
+          finalizer=finalizer.initialize()))
+
+    state_type = initialize_fn.type_signature.result
+    data_type = client_work.next.type_signature.parameter[2]
+
+    @tff.tensorflow.computation(update_type, np.float32, mat_type)
+    def mask_update(update, weight, material):
+      w = tf.cast(tf.round(weight), tf.int32)
+      wf = tf.cast(w, tf.float32)
+      value = collections.OrderedDict(
+          weighted_update=tf.nest.map_structure(lambda u: u * wf, update), weight=w)
+      return q.encode_and_mask(value, material)
+
+    @tff.tensorflow.computation(vec_type, np.int32, seeds_type, signs_type)
+    def unmask_mean(masked, clients, seeds, signs):
+      check = tf.debugging.assert_less_equal(
+          clients, tf.constant(q.num_clients, tf.int32),
+          message=f"more clients than max_clients={q.num_clients} (overflow bound)")
+      with tf.control_dependencies([check]):
+        value, clipped = q.unmask_and_decode(tf.identity(masked), seeds, signs)
+      total = tf.cast(value["weight"], tf.float32)
+      mean = tf.nest.map_structure(lambda u: tf.math.divide_no_nan(u, total), value["weighted_update"])
+      return collections.OrderedDict(mean_update=mean, weight=value["weight"], clipped=clipped)
+
+    @tff.tensorflow.computation(np.int32)
+    def increment(round_num):
+      return round_num + 1
+
+    @tff.federated_computation(state_type, data_type, tff.FederatedType(mat_type, tff.CLIENTS))
+    def client_stage(state, data, material):
+      dist_out = distributor.next(state.distributor, state.global_model_weights)
+      work_out = client_work.next(state.client_work, dist_out.result, data)
+      masked = tff.federated_map(
+          mask_update, (work_out.result.update, work_out.result.update_weight, material))
+      carried = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+          state.global_model_weights, dist_out.state, work_out.state, state.aggregator,
+          state.finalizer))
+      return collections.OrderedDict(
+          state=carried, masked_sum=tff.federated_sum(masked),
+          clients=tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS)),
+          distributor=dist_out.measurements, client_work=work_out.measurements)
+
+    @tff.federated_computation(state_type, tff.FederatedType(vec_type, tff.SERVER),
+                               tff.FederatedType(np.int32, tff.SERVER),
+                               tff.FederatedType(seeds_type, tff.SERVER),
+                               tff.FederatedType(signs_type, tff.SERVER))
+    def server_stage(state, masked, clients, seeds, signs):
+      decoded = tff.federated_map(unmask_mean, tff.federated_zip((masked, clients, seeds, signs)))
+      fin_out = finalizer.next(state.finalizer, state.global_model_weights, decoded.mean_update)
+      new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+          fin_out.result, state.distributor, state.client_work,
+          tff.federated_map(increment, state.aggregator), fin_out.state))
+      return collections.OrderedDict(state=new_state, finalizer=fin_out.measurements,
+                                     clipped=decoded.clipped, weight=decoded.weight)
+
+    self.initialize_fn = initialize_fn
+    self.client_stage = client_stage
+    self.server_stage = server_stage
+    self.mask_update = mask_update
+    self._attempts = 0  # a retried round (after too many dropouts) draws new dropouts
+
+  def initialize(self):
+    return self.initialize_fn()
+
+  def next(self, state, client_datasets: Sequence[tf.data.Dataset]) -> tff.learning.templates.LearningProcessOutput:
+    """One round; raises `SecureAggregationError` (state unchanged) if too many clients drop."""
+    cfg = self.config
+    n = len(client_datasets)
+    if n > cfg.max_clients:
+      raise ValueError(f"{n} clients this round, but max_clients={cfg.max_clients} (overflow bound)")
+    round_num = int(state.aggregator)
+    rng = np.random.default_rng([cfg.seed, round_num, self._attempts])
+    self._attempts += 1
+    dropped = [u for u in range(n) if rng.random() < cfg.dropout_rate]
+    survivors = [u for u in range(n) if u not in set(dropped)]
+    rnd = protocol_lib.SecAggRound(n, cfg.neighbors, cfg.threshold, round_num,
+                                   masked_sum_lib.graph_seed(cfg.seed, round_num), rounding_rng=rng)
+    if len(survivors) < rnd.threshold:
+      raise protocol_lib.SecureAggregationError(
+          f"round {round_num}: only {len(survivors)} of {n} clients survived, below the threshold "
+          f"t={rnd.threshold}: no aggregate is released")
+    out = self.client_stage(state, [client_datasets[u] for u in survivors],
+                            rnd.client_material(survivors))
+    if int(out["clients"]) != len(survivors):
+      raise protocol_lib.SecureAggregationError(
+          f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
+    seeds, signs = rnd.unmask(survivors, dropped)
+    srv = self.server_stage(out["state"], out["masked_sum"], out["clients"], seeds, signs)
+    metrics = collections.OrderedDict(
+        distributor=out["distributor"], client_work=out["client_work"],
+        aggregator=collections.OrderedDict(), finalizer=srv["finalizer"],
+        secure_aggregation=collections.OrderedDict(
+            clipped=int(srv["clipped"]), dropped=len(dropped), clients=len(survivors),
+            upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
+            neighbors=rnd.degree, threshold=rnd.threshold, round=round_num))
+    return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
+
+  def get_model_weights(self, state) -> tff.learning.models.ModelWeights:
+    return state.global_model_weights
+
+  def set_model_weights(self, state, weights):
+    return tff.learning.templates.LearningAlgorithmState(
+        global_model_weights=tff.learning.models.ModelWeights(
+            trainable=weights.trainable, non_trainable=weights.non_trainable),
+        distributor=state.distributor, client_work=state.client_work,
+        aggregator=state.aggregator, finalizer=state.finalizer)
+
+
+def build_secure_weighted_fed_avg(model_fn: Callable[[], Any], client_optimizer_fn,
+                                  server_optimizer_fn,
+                                  config: SecureAggregationConfig = SecureAggregationConfig()
+                                  ) -> SecureFedAvgProcess:
+  """Like `tff.learning.algorithms.build_weighted_fed_avg` (NUM_EXAMPLES weighting),
+  with the model update aggregated by the pairwise-masked secure sum."""
+  return SecureFedAvgProcess(model_fn, client_optimizer_fn, server_optimizer_fn, config)

@@ -1,0 +1,99 @@
+"""Federated text: each client is one speaker or user with a list of texts.
+
+`FederatedText` keeps raw texts per client for a train and a test split. It is
+the common form every corpus is converted to (Shakespeare by role here; other
+corpora plug in the same way), cached on disk as JSON so a second run starts at
+once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Iterable, Mapping
+
+from tff_research.data import vocab as vocab_lib
+
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+  """Bad or empty input data; the message is one line naming the problem."""
+
+
+@dataclasses.dataclass
+class FederatedText:
+  name: str
+  train: dict[str, list[str]]
+  test: dict[str, list[str]]
+
+  @property
+  def client_ids(self) -> list[str]:
+    return sorted(self.train)
+
+  def summary(self) -> str:
+    texts = [t for split in (self.train, self.test) for v in split.values() for t in v]
+    words = sum(len(vocab_lib.tokenize(t)) for t in texts)
+    return (f"{self.name}: {len(self.train):,} train clients, {len(self.test):,} test clients, "
+            f"{len(texts):,} texts, {words:,} words")
+
+  def save(self, path: str) -> None:
+    """Writes atomically (temp file + rename): a crash never leaves half a cache."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = {"version": CACHE_VERSION, "name": self.name, "train": self.train, "test": self.test}
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(payload, f)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "FederatedText | None":
+    """The cached corpus, or None if the cache is missing, stale or unreadable."""
+    try:
+      with open(path, encoding="utf-8") as f:
+        payload = json.load(f)
+    except (OSError, ValueError):
+      return None
+    if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
+      return None
+    return cls(payload["name"], payload["train"], payload["test"])
+
+
+def split_by_order(
+    texts_by_client: Iterable[tuple[str, list[str]]],
+    name: str,
+    train_fraction: float = 0.8,
+    min_texts: int = 2,
+) -> FederatedText:
+  """Per client, the first `train_fraction` of texts train, the rest test.
+
+  McMahan et al. 2017's Shakespeare split. Clients with fewer than `min_texts`
+  texts are dropped; a client always keeps at least one train text, and one
+  test text when it has two or more.
+  """
+  if not 0.0 < train_fraction <= 1.0:
+    raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+  train, test = {}, {}
+  for client_id, texts in texts_by_client:
+    texts = [t for t in texts if t.strip()]
+    if len(texts) < min_texts:
+      continue
+    cut = int(round(train_fraction * len(texts)))
+    cut = max(1, min(cut, len(texts) - 1 if len(texts) > 1 and train_fraction < 1 else len(texts)))
+    train[client_id] = texts[:cut]
+    if texts[cut:]:
+      test[client_id] = texts[cut:]
+  if not train:
+    raise DataError(f"{name}: no client has at least {min_texts} non-empty texts")
+  return FederatedText(name, train, test)
+
+
+def default_data_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "tff_research")
+
+
+def texts_of(split: Mapping[str, list[str]]) -> Iterable[str]:
+  for texts in split.values():
+    yield from texts

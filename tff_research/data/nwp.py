@@ -1,0 +1,146 @@
+"""Next-word-prediction data: federated text -> token windows -> tf.data batches.
+
+Tokenization happens once, in Python, when `build_nwp_data` runs; every round
+then only slices ready int32 arrays. Each client's batches are shuffled with a
+seed derived from (seed, round, client), so a run is reproducible and a resumed
+run sees exactly the batches an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_research.data import federated_text
+from tff_research.data import vocab as vocab_lib
+
+DataError = federated_text.DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientSpec:
+  """How a client turns its examples into batches (like tff.simulation.baselines.ClientSpec)."""
+  num_epochs: int = 1
+  batch_size: int = 16
+  max_elements: Optional[int] = None  # sequences per client; None = all
+  shuffle: bool = True
+
+  def __post_init__(self):
+    if self.num_epochs < 1:
+      raise ValueError(f"client_epochs must be positive, got {self.num_epochs}")
+    if self.batch_size < 1:
+      raise ValueError(f"client_batch_size must be positive, got {self.batch_size}")
+    if self.max_elements is not None and self.max_elements < 1:
+      raise ValueError(f"max_elements_per_client must be positive, got {self.max_elements}")
+
+
+def client_seed(seed: int, round_num: int, client_id: str) -> int:
+  """A stable 31-bit seed for one client in one round (independent of Python's hash salt)."""
+  digest = hashlib.sha256(f"{seed}/{round_num}/{client_id}".encode("utf-8")).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclasses.dataclass
+class NWPData:
+  """Token windows per client for train and test, and the vocabulary."""
+  vocab: vocab_lib.Vocabulary
+  sequence_length: int
+  train: dict[str, np.ndarray]
+  test: dict[str, np.ndarray]
+  name: str = "federated_text"
+
+  @property
+  def train_client_ids(self) -> list[str]:
+    return sorted(self.train)
+
+  @property
+  def test_client_ids(self) -> list[str]:
+    return sorted(self.test)
+
+  @property
+  def element_spec(self):
+    shape = tf.TensorSpec([None, self.sequence_length], tf.int32)
+    return (shape, shape)
+
+  def client_dataset(self, client_id: str, spec: ClientSpec, split: str = "train",
+                     seed: int = 0, round_num: int = 0) -> tf.data.Dataset:
+    """Batches (x, y) of one client; x and y are [batch, sequence_length] int32."""
+    rows = self._split(split)[client_id]
+    if spec.max_elements is not None:
+      rows = rows[:spec.max_elements]
+    if spec.shuffle and len(rows) > 1:
+      order = np.random.default_rng(client_seed(seed, round_num, client_id)).permutation(len(rows))
+      epochs = [rows[order]]
+      for epoch in range(1, spec.num_epochs):
+        rng = np.random.default_rng([client_seed(seed, round_num, client_id), epoch])
+        epochs.append(rows[rng.permutation(len(rows))])
+      rows = np.concatenate(epochs)
+    elif spec.num_epochs > 1:
+      rows = np.tile(rows, (spec.num_epochs, 1))
+    dataset = tf.data.Dataset.from_tensor_slices((rows[:, :-1], rows[:, 1:]))
+    return dataset.batch(spec.batch_size)
+
+  def client_datasets(self, client_ids: Sequence[str], spec: ClientSpec, split: str = "train",
+                      seed: int = 0, round_num: int = 0) -> list[tf.data.Dataset]:
+    return [self.client_dataset(c, spec, split, seed, round_num) for c in client_ids]
+
+  def _split(self, split: str) -> dict[str, np.ndarray]:
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return self.train if split == "train" else self.test
+
+  def to_client_data(self, split: str = "train") -> tff.simulation.datasets.ClientData:
+    """The split as a `tff.simulation.datasets.ClientData` of unbatched (x, y) windows."""
+    rows_by_client = self._split(split)
+    tensors = {c: (r[:, :-1], r[:, 1:]) for c, r in rows_by_client.items()}
+    return tff.simulation.datasets.TestClientData(tensors)
+
+  def num_sequences(self, split: str = "train") -> int:
+    return sum(len(r) for r in self._split(split).values())
+
+
+def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000,
+                   sequence_length: int = 20, num_oov_buckets: int = 1) -> NWPData:
+  """Vocabulary from the train split, then token windows for every client."""
+  if vocab_size < 1:
+    raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+  if sequence_length < 1:
+    raise ValueError(f"sequence_length must be positive, got {sequence_length}")
+  vocab = vocab_lib.build_vocabulary(federated_text.texts_of(corpus.train), vocab_size, num_oov_buckets)
+
+  def encode(split):
+    out = {}
+    for client_id, texts in split.items():
+      rows = vocab_lib.to_sequences(texts, vocab, sequence_length)
+      if len(rows):
+        out[client_id] = rows
+    return out
+
+  train, test = encode(corpus.train), encode(corpus.test)
+  if not train:
+    raise DataError(f"{corpus.name}: no train client has any words")
+  return NWPData(vocab, sequence_length, train, test, corpus.name)
+
+
+def unigram_baseline_accuracy(data: NWPData, split: str = "test",
+                              client_ids: Optional[Sequence[str]] = None) -> float:
+  """Accuracy (without special tokens) of always predicting the most frequent train word.
+
+  Computed over `client_ids` of `split` (all of them by default), so it can be
+  compared with a federated evaluation on the same clients.
+  """
+  train_targets = np.concatenate([r[:, 1:].ravel() for r in data.train.values()])
+  special = np.asarray(data.vocab.special_ids)
+  words = train_targets[~np.isin(train_targets, special)]
+  if words.size == 0:
+    return 0.0
+  most_frequent = np.bincount(words).argmax()
+  rows = data._split(split)  # pylint: disable=protected-access
+  ids = sorted(rows) if client_ids is None else client_ids
+  targets = np.concatenate([rows[c][:, 1:].ravel() for c in ids])
+  targets = targets[~np.isin(targets, special)]
+  return float(np.mean(targets == most_frequent)) if targets.size else 0.0

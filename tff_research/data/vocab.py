@@ -1,0 +1,124 @@
+"""Word vocabulary and token ids, laid out like TFF's Stack Overflow NWP baseline.
+
+Ids: 0 is padding, 1..V the V most frequent train words, then the
+out-of-vocabulary bucket(s), then beginning- and end-of-sentence. The model's
+output layer has `Vocabulary.size` units.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import re
+import zlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
+def tokenize(text: str) -> list[str]:
+  """Lower-cased words; punctuation is dropped (it would inflate accuracy)."""
+  return _WORD.findall(text.lower())
+
+
+def count_words(texts: Iterable[str]) -> collections.Counter:
+  counts: collections.Counter = collections.Counter()
+  for text in texts:
+    counts.update(tokenize(text))
+  return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+  """A fixed word list plus the special ids around it."""
+  words: tuple[str, ...]
+  num_oov_buckets: int = 1
+
+  def __post_init__(self):
+    if not self.words:
+      raise ValueError("the vocabulary is empty: the training data has no words")
+    if self.num_oov_buckets < 1:
+      raise ValueError(f"num_oov_buckets must be at least 1, got {self.num_oov_buckets}")
+    object.__setattr__(self, "_index", {w: i + 1 for i, w in enumerate(self.words)})
+
+  pad_id = 0
+
+  @property
+  def oov_ids(self) -> tuple[int, ...]:
+    start = len(self.words) + 1
+    return tuple(range(start, start + self.num_oov_buckets))
+
+  @property
+  def bos_id(self) -> int:
+    return len(self.words) + self.num_oov_buckets + 1
+
+  @property
+  def eos_id(self) -> int:
+    return self.bos_id + 1
+
+  @property
+  def size(self) -> int:
+    """Number of output classes (pad + words + OOV buckets + BOS + EOS)."""
+    return self.eos_id + 1
+
+  @property
+  def special_ids(self) -> tuple[int, ...]:
+    return (self.pad_id, *self.oov_ids, self.bos_id, self.eos_id)
+
+  def word_id(self, word: str) -> int:
+    index = self._index.get(word)  # type: ignore[attr-defined]
+    if index is not None:
+      return index
+    bucket = zlib.crc32(word.encode("utf-8")) % self.num_oov_buckets
+    return len(self.words) + 1 + bucket
+
+  def encode(self, text: str) -> list[int]:
+    """BOS, word ids, EOS."""
+    return [self.bos_id, *(self.word_id(w) for w in tokenize(text)), self.eos_id]
+
+  def decode_id(self, token_id: int) -> str:
+    if 1 <= token_id <= len(self.words):
+      return self.words[token_id - 1]
+    names = {self.pad_id: "<pad>", self.bos_id: "<bos>", self.eos_id: "<eos>"}
+    return names.get(token_id, "<oov>")
+
+  def to_json(self) -> str:
+    return json.dumps({"words": list(self.words), "num_oov_buckets": self.num_oov_buckets})
+
+  @classmethod
+  def from_json(cls, text: str) -> "Vocabulary":
+    data = json.loads(text)
+    return cls(tuple(data["words"]), int(data["num_oov_buckets"]))
+
+
+def build_vocabulary(texts: Iterable[str], vocab_size: int, num_oov_buckets: int = 1) -> Vocabulary:
+  """The `vocab_size` most frequent words (ties broken alphabetically)."""
+  if vocab_size < 1:
+    raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+  counts = count_words(texts)
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]
+  return Vocabulary(tuple(w for w, _ in ranked), num_oov_buckets)
+
+
+def to_sequences(texts: Sequence[str], vocab: Vocabulary, sequence_length: int) -> np.ndarray:
+  """Token windows of `sequence_length + 1` ids, shape [num_sequences, L + 1].
+
+  Each text becomes BOS w1 .. wn EOS and is cut into windows that overlap by one
+  id, so every id after BOS is a target exactly once (input = window[:-1],
+  target = window[1:]). The last window of a text is right-padded with 0.
+  Unlike TFF's Stack Overflow baseline, long texts are chunked, not truncated.
+  """
+  if sequence_length < 1:
+    raise ValueError(f"sequence_length must be positive, got {sequence_length}")
+  window = sequence_length + 1
+  rows = []
+  for text in texts:
+    ids = vocab.encode(text)
+    for start in range(0, len(ids) - 1, sequence_length):
+      chunk = ids[start:start + window]
+      rows.append(chunk + [0] * (window - len(chunk)))
+  if not rows:
+    return np.zeros([0, window], np.int32)
+  return np.asarray(rows, np.int32)

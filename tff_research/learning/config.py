@@ -1,0 +1,137 @@
+"""Experiment configuration: every knob of `experiments/train_nwp.py`, and named presets.
+
+Importing this module does not import TensorFlow (flag parsing and log
+configuration happen first); the methods that build TF objects import lazily.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  # Data.
+  dataset: str = "shakespeare"
+  data_dir: Optional[str] = None
+  vocab_size: int = 10000
+  num_oov_buckets: int = 1
+  sequence_length: int = 20
+  # Model.
+  embedding_size: int = 96
+  latent_size: int = 670
+  num_layers: int = 1
+  cell: str = "lstm"
+  # Algorithm.
+  algorithm: str = "fedavg"
+  client_optimizer: str = "sgd"
+  client_learning_rate: float = 0.5
+  server_optimizer: str = "sgd"
+  server_learning_rate: float = 1.0
+  server_momentum: float = 0.9
+  server_epsilon: float = 1e-3
+  aggregator: str = "plain"
+  secure_neighbors: int = 0       # 0 = all other sampled clients
+  secure_threshold: int = 0       # 0 = default for the neighbour count
+  secure_clip: float = 1.0
+  secure_bits: int = 32
+  dropout_rate: float = 0.0
+  # Loop.
+  rounds: int = 10
+  clients_per_round: int = 10
+  client_epochs: int = 1
+  client_batch_size: int = 16
+  max_elements_per_client: int = 64   # sequences per client per round; 0 = all
+  eval_every: int = 5
+  eval_clients: int = 100
+  eval_batch_size: int = 64
+  seed: int = 0
+  # Output.
+  output_dir: str = "results"
+  experiment_name: str = "shakespeare_fedavg"
+
+  @property
+  def run_dir(self) -> str:
+    return os.path.join(self.output_dir, self.experiment_name)
+
+  def validate(self) -> None:
+    """Raises ValueError with one line naming the first bad setting."""
+    positive = ("vocab_size", "num_oov_buckets", "sequence_length", "embedding_size", "latent_size",
+                "num_layers", "rounds", "clients_per_round", "client_epochs", "client_batch_size",
+                "eval_every", "eval_batch_size", "client_learning_rate", "server_learning_rate",
+                "secure_clip", "secure_bits")
+    for name in positive:
+      if not getattr(self, name) > 0:
+        raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+    for name in ("max_elements_per_client", "eval_clients", "secure_neighbors", "secure_threshold"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"--{name} must be 0 or positive, got {getattr(self, name)}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    if self.secure_bits > 32:
+      raise ValueError(f"--secure_bits must be at most 32, got {self.secure_bits}")
+    if not self.experiment_name or os.sep in self.experiment_name:
+      raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
+    self.algorithm_config()  # optimizer / algorithm / aggregator names
+    self.model_config(1)
+
+  def algorithm_config(self):
+    """A `process.AlgorithmConfig` (imports TensorFlow)."""
+    from tff_research.learning import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
+    from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
+    secure = None
+    if self.aggregator == "secure":
+      from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
+      secure = secure_fed_avg.SecureAggregationConfig(
+          neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
+          clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate, seed=self.seed)
+    return process_lib.AlgorithmConfig(
+        algorithm=self.algorithm,
+        client_optimizer=optimizers_lib.OptimizerConfig(self.client_optimizer, self.client_learning_rate),
+        server_optimizer=optimizers_lib.OptimizerConfig(
+            self.server_optimizer, self.server_learning_rate, momentum=self.server_momentum,
+            epsilon=self.server_epsilon),
+        aggregator=self.aggregator, secure=secure)
+
+  def loop_config(self):
+    """A `training_loop.LoopConfig` (imports TensorFlow)."""
+    from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+    from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+    epochs, max_elements = self.client_epochs, self.max_elements_per_client or None
+    batch_size = self.client_batch_size
+    if self.algorithm == "fedsgd":
+      epochs = 1  # FedSGD: one gradient over the client's data per round
+    return training_loop.LoopConfig(
+        rounds=self.rounds, clients_per_round=self.clients_per_round,
+        client_spec=nwp.ClientSpec(epochs, batch_size, max_elements),
+        eval_every=self.eval_every, eval_clients=self.eval_clients,
+        eval_batch_size=self.eval_batch_size, seed=self.seed)
+
+  def model_config(self, vocab_size: int):
+    """A `models.nwp.ModelConfig` for an output layer of `vocab_size` classes."""
+    from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+    return nwp_models.ModelConfig(vocab_size, self.embedding_size, self.latent_size,
+                                  self.num_layers, self.cell)
+
+
+# Named starting points; flags given explicitly override them.
+PRESETS: dict[str, ExperimentConfig] = {
+    # `make demo`: FedAdam (Reddi et al. 2021) on Shakespeare with a smaller LSTM,
+    # a few minutes on 2 cores.
+    "demo": ExperimentConfig(
+        vocab_size=5000, latent_size=256, rounds=30, clients_per_round=10,
+        max_elements_per_client=64, client_learning_rate=0.5, server_optimizer="adam",
+        server_learning_rate=0.01, server_epsilon=1e-5, eval_every=5, eval_clients=100,
+        experiment_name="shakespeare_fedavg"),
+    # Tests: tiny model and data, seconds per round.
+    "smoke": ExperimentConfig(
+        vocab_size=200, embedding_size=8, latent_size=16, rounds=2, clients_per_round=3,
+        max_elements_per_client=8, client_batch_size=4, eval_every=1, eval_clients=4,
+        experiment_name="smoke"),
+    # TFF's Stack Overflow baseline sizes on Shakespeare (Reddi et al. 2021 learning rates).
+    "baseline": ExperimentConfig(
+        vocab_size=10000, latent_size=670, rounds=200, clients_per_round=10,
+        client_learning_rate=10 ** -0.5, server_optimizer="adam", server_learning_rate=0.01,
+        server_epsilon=1e-5, eval_every=10, experiment_name="shakespeare_baseline"),
+}

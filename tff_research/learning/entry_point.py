@@ -1,0 +1,75 @@
+"""What a training command does around `run_experiment`: runtime, errors, summary.
+
+Every exit path (success, bad input, exception, Ctrl-C, SIGTERM) stops the TFF
+workers this process started, and bad input becomes one line on stderr with
+exit status 2, never a stack trace. Everything already checkpointed stays.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from tff_research.learning.config import ExperimentConfig
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Exceptions that mean bad input or settings, reported in one line."""
+  from tff_research.data.federated_text import DataError  # pylint: disable=g-import-not-at-top
+  from tff_research.learning.training_loop import RunConfigError  # pylint: disable=g-import-not-at-top
+  from tff_research.runtime.workers import WorkerError  # pylint: disable=g-import-not-at-top
+  return (DataError, RunConfigError, WorkerError, ValueError, FileNotFoundError, PermissionError)
+
+
+def error_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return text[0] if text else type(error).__name__
+
+
+def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
+                             verbose: bool = False, progress: bool = True, plot: bool = True,
+                             max_concurrent_computation_calls: int = -1) -> int:
+  """Runs one experiment from the command line; returns the process exit status."""
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  runtime.configure_logging(verbose)
+  try:
+    config.validate()
+  except ValueError as e:
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    return EXIT_USAGE
+  rounds_done = None
+  try:
+    from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+    data = experiment.load_nwp_data(config)
+    if workers:
+      runtime.use_remote_workers(workers.split(","))
+    else:
+      runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls)
+    result = experiment.run_experiment(config, progress=progress, plot=plot, data=data)
+    rounds_done = result.run.rounds_completed
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; checkpoints and metrics saved so far are in {config.run_dir} "
+          "(rerun the same command to resume)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except _user_errors() as e:
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    return EXIT_USAGE
+  finally:
+    runtime.shutdown()
+  final = result.run.final_eval
+  print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
+  print(f"Final test accuracy (without pad/OOV/BOS/EOS) on {config.eval_clients or 'all'} test clients: "
+        f"{final.get('accuracy', float('nan')):.4f}   unigram baseline (always "
+        f"'{_most_frequent_word(result.data)}'): {result.unigram_accuracy:.4f}")
+  print(f"  recall@3 {final.get('recall_at_3', float('nan')):.4f}   accuracy with special tokens "
+        f"{final.get('accuracy_with_special', float('nan')):.4f}   perplexity "
+        f"{final.get('perplexity', float('nan')):.1f}")
+  if result.plot_path:
+    print(f"Learning curve: {result.plot_path}")
+  return 0
+
+
+def _most_frequent_word(data) -> str:
+  return data.vocab.decode_id(1)

@@ -1,0 +1,61 @@
+"""One NWP experiment end to end: data -> model -> processes -> training loop -> report.
+
+`run_experiment(ExperimentConfig)` is what that script (and notebooks, and the paper-reproduction experiments)
+call. Logic lives here, the scripts only parse flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Optional
+
+from tff_research.data import datasets as datasets_lib
+from tff_research.data import nwp
+from tff_research.learning import process as process_lib
+from tff_research.learning import training_loop
+from tff_research.learning.config import PRESETS, ExperimentConfig  # pylint: disable=unused-import
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+  config: ExperimentConfig
+  run: training_loop.RunResult
+  data: nwp.NWPData
+  unigram_accuracy: float
+  plot_path: Optional[str]
+
+
+def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
+  corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose)
+  return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
+                   log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None
+                   ) -> ExperimentResult:
+  """Trains (or resumes) the configured run; returns its metrics and final model weights."""
+  config.validate()
+  data = data or load_nwp_data(config)
+  loop_config = config.loop_config()
+  if config.clients_per_round > len(data.train_client_ids):
+    raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
+                     f"{len(data.train_client_ids)} train clients of {data.name}")
+  model_config = config.model_config(data.vocab.size)
+  model_fn = process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
+                                        data.vocab.pad_id, seed=config.seed)
+  training_process = process_lib.build_training_process(model_fn, config.algorithm_config())
+  evaluation_process = process_lib.build_evaluation_process(model_fn)
+  hparams: dict[str, Any] = dataclasses.asdict(config)
+  run = training_loop.run_federated_training(
+      training_process, evaluation_process, data, loop_config, config.run_dir, hparams,
+      progress=progress, log=log)
+  eval_ids = training_loop.eval_client_ids(data, loop_config)
+  unigram = nwp.unigram_baseline_accuracy(data, "test", eval_ids)
+  plot_path = None
+  if plot:
+    from tff_research import plots  # pylint: disable=g-import-not-at-top
+    plot_path = plots.plot_runs([config.run_dir], os.path.join(config.run_dir, "learning_curve.png"),
+                                metrics=("eval/accuracy", "train/accuracy", "train/loss"),
+                                labels=[config.experiment_name], title=f"{data.name} NWP",
+                                baselines={"unigram baseline": unigram})
+  return ExperimentResult(config, run, data, unigram, plot_path)

@@ -1,0 +1,219 @@
+"""The federated training loop: sample, train, evaluate, record, checkpoint, resume.
+
+Outputs of a run live in one directory (`output_dir/experiment_name/`):
+  hparams.json       the configuration (a rerun with other settings is refused)
+  metrics.csv        one row per round (tff.program.CSVFileReleaseManager)
+  tensorboard/       the same metrics as TensorBoard events
+  checkpoints/       server state per round (tff.program.FileProgramStateManager)
+
+Rerunning with the same directory continues after the latest checkpoint. The
+CSV release manager drops rows at or after the key it writes, so a round that
+was recorded but not checkpointed before a crash is recorded once, not twice.
+Client sampling and batch order are functions of (seed, round), so a resumed
+run computes exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow_federated as tff
+
+from tff_research.data import nwp
+from tff_research.learning import process as process_lib
+
+CHECKPOINT_PREFIX = "round_"
+# hparams that may change between a run and its resumption.
+RESUMABLE_KEYS = ("rounds", "eval_every", "verbose", "progress")
+
+
+class RunConfigError(ValueError):
+  """The output directory holds a run with different settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  rounds: int
+  clients_per_round: int
+  client_spec: nwp.ClientSpec
+  eval_every: int = 5
+  eval_clients: int = 100        # test clients sampled once (seeded); 0 = all
+  eval_batch_size: int = 64
+  seed: int = 0
+  keep_checkpoints: int = 3
+
+  def __post_init__(self):
+    for name in ("rounds", "clients_per_round", "eval_every", "eval_batch_size", "keep_checkpoints"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.eval_clients < 0:
+      raise ValueError(f"eval_clients must be 0 (all) or positive, got {self.eval_clients}")
+
+
+@dataclasses.dataclass
+class RunResult:
+  run_dir: str
+  rounds_completed: int
+  resumed_from: int
+  final_eval: dict[str, float]
+  history: list[dict[str, float]]
+  model_weights: Any
+  wall_seconds: float
+
+
+def sample_clients(client_ids: Sequence[str], num_clients: int, seed: int, round_num: int) -> list[str]:
+  """Uniform sampling without replacement, a pure function of (seed, round)."""
+  if num_clients > len(client_ids):
+    raise ValueError(f"clients_per_round={num_clients} is larger than the {len(client_ids)} train clients")
+  rng = np.random.default_rng([seed, round_num])
+  return [client_ids[i] for i in sorted(rng.choice(len(client_ids), num_clients, replace=False))]
+
+
+def eval_client_ids(data: nwp.NWPData, config: LoopConfig) -> list[str]:
+  ids = data.test_client_ids
+  if not ids:
+    raise ValueError(f"{data.name}: no test client has data to evaluate on")
+  if config.eval_clients == 0 or config.eval_clients >= len(ids):
+    return ids
+  rng = np.random.default_rng([config.seed, 2**31 - 1])
+  return [ids[i] for i in sorted(rng.choice(len(ids), config.eval_clients, replace=False))]
+
+
+def _write_hparams(run_dir: str, hparams: dict[str, Any]) -> None:
+  path = os.path.join(run_dir, "hparams.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    changed = sorted(k for k in set(old) | set(hparams)
+                     if k not in RESUMABLE_KEYS and old.get(k) != hparams.get(k))
+    if changed:
+      detail = ", ".join(f"{k}: {old.get(k)!r} -> {hparams.get(k)!r}" for k in changed[:4])
+      raise RunConfigError(f"{run_dir} holds a run with other settings ({detail}); "
+                           "use another --experiment_name or delete that directory")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(hparams, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+  return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
+
+
+def run_federated_training(
+    training_process,
+    evaluation_process,
+    data: nwp.NWPData,
+    config: LoopConfig,
+    run_dir: str,
+    hparams: Optional[dict[str, Any]] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+  """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint."""
+  start_time = time.time()
+  os.makedirs(run_dir, exist_ok=True)
+  _write_hparams(run_dir, hparams or {})
+  state_manager = tff.program.FileProgramStateManager(
+      os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX,
+      keep_total=config.keep_checkpoints, keep_first=False)
+  csv_manager = tff.program.CSVFileReleaseManager(
+      os.path.join(run_dir, "metrics.csv"), key_fieldname="round")
+  tensorboard_manager = tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))
+
+  initial_state = training_process.initialize()
+  state, resumed_from = asyncio.run(state_manager.load_latest(initial_state))
+  if state is None:
+    state, resumed_from = initial_state, 0
+  elif resumed_from >= config.rounds:
+    log(f"Run in {run_dir} is already complete at round {resumed_from} (asked for {config.rounds}); "
+        "evaluating its final model.")
+  else:
+    log(f"Resuming from the round-{resumed_from} checkpoint in {run_dir}; "
+        f"continuing at round {resumed_from + 1} of {config.rounds}.")
+
+  train_ids = data.train_client_ids
+  eval_ids = eval_client_ids(data, config)
+  eval_spec = nwp.ClientSpec(1, config.eval_batch_size, None, shuffle=False)
+  eval_datasets = data.client_datasets(eval_ids, eval_spec, split="test")
+  eval_state = evaluation_process.initialize()
+
+  def evaluate(current_state) -> dict[str, float]:
+    nonlocal eval_state
+    eval_state, metrics = process_lib.evaluate(
+        evaluation_process, eval_state, training_process.get_model_weights(current_state), eval_datasets)
+    return _finite(metrics)
+
+  history: list[dict[str, float]] = []
+  final_eval: dict[str, float] = {}
+  rounds = range(resumed_from + 1, config.rounds + 1)
+  bar = None
+  if progress and len(rounds):
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True)
+  try:
+    for round_num in rounds:
+      round_start = time.time()
+      client_ids = sample_clients(train_ids, config.clients_per_round, config.seed, round_num)
+      datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
+      output = training_process.next(state, datasets)
+      state = output.state
+      record: dict[str, Any] = {"train": _finite(process_lib.train_metrics(output.metrics))}
+      record["round_seconds"] = time.time() - round_start
+      if round_num % config.eval_every == 0 or round_num == config.rounds:
+        final_eval = evaluate(state)
+        record["eval"] = final_eval
+      asyncio.run(csv_manager.release(record, key=round_num))
+      asyncio.run(tensorboard_manager.release(record, key=round_num))
+      asyncio.run(state_manager.save(state, round_num))
+      flat = _flatten(record)
+      flat["round"] = round_num
+      history.append(flat)
+      line = f"round {round_num}/{config.rounds}: {_postfix(flat)} ({record['round_seconds']:.1f} s)"
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix_str(_postfix(flat))
+        bar.write(line)
+      else:
+        log(line)
+  finally:
+    if bar is not None:
+      bar.close()
+  if not final_eval:
+    final_eval = evaluate(state)
+  return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
+                   resumed_from, final_eval, history,
+                   training_process.get_model_weights(state), time.time() - start_time)
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+  flat = {}
+  for key, value in record.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}/"))
+    else:
+      flat[f"{prefix}{key}"] = float(value)
+  return flat
+
+
+def _postfix(flat: dict[str, float]) -> str:
+  parts = [f"train loss {flat['train/loss']:.3f}", f"train acc {flat['train/accuracy']:.4f}"]
+  if "eval/accuracy" in flat:
+    parts.append(f"eval acc {flat['eval/accuracy']:.4f}")
+  return " ".join(parts)
+
+
+def read_metrics_csv(path: str) -> list[dict[str, float]]:
+  """metrics.csv as a list of rows (empty cells dropped), for plots and tests."""
+  import csv  # pylint: disable=g-import-not-at-top
+  rows = []
+  with open(path, encoding="utf-8", newline="") as f:
+    for row in csv.DictReader(f):
+      rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+  return rows

@@ -1,0 +1,1 @@
+"""Metrics for next-word prediction (TensorFlow; import submodules directly)."""

@@ -1,0 +1,1 @@
+"""Keras next-word-prediction models (import `tff_research.models.nwp`)."""

@@ -1,0 +1,127 @@
+"""Execution contexts: TFF's C++ runtime on one machine or on several workers.
+
+`use_local_runtime()` is the default: one `ManagedWorker` on loopback behind a
+`RemoteExecutor`, built exactly like TFF's own `local_cpp_executor_factory`
+(same compiler, same executor stack, so results are bit-identical) except that
+the worker's lifetime is ours: it dies with Python on every exit path.
+
+`use_remote_workers(["host:port", ...])` connects to workers started with
+`python -m tff_research.runtime.worker` (TFF's own executor service): one
+worker becomes the default context, several become TFF's mergeable context,
+which splits each round's clients across them.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional, Sequence
+
+from tff_research.runtime import workers as workers_lib
+
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [
+    ("grpc.max_message_length", _GRPC_MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES),
+]
+
+_OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
+
+
+def _executor_factory(address: str, default_num_clients: int = 0):
+  """A TFF executor factory whose stacks are RemoteExecutors on `address`."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+
+  def stack_fn(cardinalities):
+    # The worker needs a CLIENTS cardinality even for server-only computations.
+    if cardinalities.get(tff.CLIENTS) is None:
+      cardinalities[tff.CLIENTS] = default_num_clients
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return tff.framework.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+
+
+def _context_for(address: str, asynchronous: bool = False, default_num_clients: int = 0):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  kind = tff.framework.AsyncExecutionContext if asynchronous else tff.framework.SyncExecutionContext
+  return kind(
+      executor_fn=_executor_factory(address, default_num_clients),
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+def _set_default_context(context) -> None:
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  tff.framework.get_context_stack().set_default_context(context)
+
+
+def shutdown() -> None:
+  """Stops the workers this process started for its contexts."""
+  while _OWNED_WORKERS:
+    _OWNED_WORKERS.pop().stop()
+  workers_lib.reap_stray_workers()
+
+
+def use_local_runtime(
+    max_concurrent_computation_calls: int = -1,
+    num_workers: int = 1,
+    worker_log: Optional[str] = None,
+) -> list[workers_lib.ManagedWorker]:
+  """Makes TFF run on worker(s) owned by this process; returns them.
+
+  `num_workers > 1` starts that many local workers behind TFF's mergeable
+  context (mostly useful to test the multi-worker path on one machine).
+  """
+  if num_workers < 1:
+    raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+  shutdown()
+  started = []
+  for _ in range(num_workers):
+    worker = workers_lib.ManagedWorker(
+        max_concurrent_computation_calls=max_concurrent_computation_calls,
+        log_path=worker_log,
+    )
+    _OWNED_WORKERS.append(worker)
+    started.append(worker)
+  for worker in started:
+    workers_lib.wait_until_serving(worker.address)
+  _install([w.address for w in started])
+  return started
+
+
+def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0) -> None:
+  """Makes TFF run on already-running workers at `host:port` addresses."""
+  addresses = [a.strip() for a in addresses if a.strip()]
+  if not addresses:
+    raise ValueError("no worker address given (expected host:port[,host:port...])")
+  for address in addresses:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+      raise ValueError(f"worker address {address!r} is not host:port")
+    workers_lib.wait_until_serving(address, timeout=timeout)
+  _install(addresses)
+
+
+def _install(addresses: Sequence[str]) -> None:
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  if len(addresses) == 1:
+    _set_default_context(_context_for(addresses[0]))
+  else:
+    contexts = [_context_for(a, asynchronous=True) for a in addresses]
+    tff.backends.native.set_mergeable_comp_execution_context(contexts)
+
+
+@contextlib.contextmanager
+def local_runtime(**kwargs) -> Iterator[list[workers_lib.ManagedWorker]]:
+  """`with local_runtime(): ...` runs TFF locally and always stops the worker."""
+  try:
+    yield use_local_runtime(**kwargs)
+  finally:
+    shutdown()

@@ -1,0 +1,217 @@
+"""TFF `worker_binary` processes that cannot outlive the Python that owns them.
+
+TFF's own local context starts `worker_binary` lazily and stops it only from a
+`__del__` that sends SIGINT and waits. After a normal exit, an exception, a
+SIGTERM or a SIGKILL of Python the worker is left running, still computing and
+holding the parent's pipes open (hangs CI and `| tee`); with SIGINT ignored
+(background jobs) the `__del__` deadlocks. So we start the worker ourselves:
+
+* in the main thread, with `PR_SET_PDEATHSIG=SIGKILL`, so the kernel kills it
+  when its parent dies, even by SIGKILL;
+* with SIGINT restored to default and its own stdin closed;
+* registered in a process-wide registry that an `atexit` hook and a SIGTERM
+  handler drain with SIGKILL (no waiting on a worker that may never answer).
+
+`reap_stray_workers()` also ends any `worker_binary` child that TFF's own
+default context started, as a last line of defence.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+from typing import Optional
+
+_PR_SET_PDEATHSIG = 1
+_REGISTRY: "set[ManagedWorker]" = set()
+_REGISTRY_LOCK = threading.Lock()
+_HOOKS_INSTALLED = False
+
+
+class WorkerError(RuntimeError):
+  """A TFF worker could not be found, started or reached."""
+
+
+def find_worker_binary() -> str:
+  """Path of the `worker_binary` shipped inside the installed TFF wheel."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec("tensorflow_federated")
+  if spec is None or not spec.submodule_search_locations:
+    raise WorkerError("tensorflow_federated is not installed; run `make setup`.")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "data", "worker_binary")
+  if not os.path.isfile(path):
+    raise WorkerError(f"TFF's worker_binary was not found at {path}.")
+  return path
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    sock.bind((host, 0))
+    return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+  """Runs in the child between fork and exec."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  try:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+  except OSError:
+    pass
+
+
+class ManagedWorker:
+  """One `worker_binary --port=N` child process, owned by this Python process."""
+
+  def __init__(
+      self,
+      port: Optional[int] = None,
+      max_concurrent_computation_calls: int = -1,
+      grpc_max_message_length_megabytes: Optional[int] = None,
+      log_path: Optional[str] = None,
+      die_with_parent: bool = True,
+  ):
+    self.port = port or pick_free_port()
+    self.address = f"127.0.0.1:{self.port}"
+    args = [
+        find_worker_binary(),
+        f"--port={self.port}",
+        f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
+    ]
+    if grpc_max_message_length_megabytes:
+      args.append(f"--grpc_max_message_length_megabytes={grpc_max_message_length_megabytes}")
+    self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    if threading.current_thread() is not threading.main_thread():
+      # PDEATHSIG fires when the *thread* that forked dies, so only trust it
+      # from the main thread; the atexit hook still covers other cases.
+      die_with_parent = False
+    self.process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=self._log,
+        stderr=self._log,
+        preexec_fn=_die_with_parent if die_with_parent else None,
+        close_fds=True,
+    )
+    _register(self)
+
+  @property
+  def pid(self) -> int:
+    return self.process.pid
+
+  def is_running(self) -> bool:
+    return self.process.poll() is None
+
+  def stop(self, timeout: float = 5.0) -> None:
+    """Kills the worker (SIGKILL: it holds no state worth a graceful stop)."""
+    if self.process.poll() is None:
+      try:
+        self.process.kill()
+      except ProcessLookupError:
+        pass
+      try:
+        self.process.wait(timeout=timeout)
+      except subprocess.TimeoutExpired:
+        pass
+    if self._log is not subprocess.DEVNULL:
+      self._log.close()
+      self._log = subprocess.DEVNULL
+    with _REGISTRY_LOCK:
+      _REGISTRY.discard(self)
+
+  def __repr__(self) -> str:
+    state = "running" if self.is_running() else "stopped"
+    return f"ManagedWorker(pid={self.pid}, address={self.address}, {state})"
+
+
+def _register(worker: ManagedWorker) -> None:
+  with _REGISTRY_LOCK:
+    _REGISTRY.add(worker)
+  install_exit_hooks()
+
+
+def stop_all_workers() -> None:
+  """Stops every worker this process started, then any stray TFF worker child."""
+  with _REGISTRY_LOCK:
+    workers = list(_REGISTRY)
+  for worker in workers:
+    worker.stop()
+  reap_stray_workers()
+
+
+def reap_stray_workers() -> list[int]:
+  """Kills `worker_binary` processes that are descendants of this process."""
+  killed = []
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top
+    children = psutil.Process(os.getpid()).children(recursive=True)
+  except Exception:  # pylint: disable=broad-except
+    return killed
+  for child in children:
+    try:
+      if "worker_binary" in " ".join(child.cmdline()[:1]):
+        child.kill()
+        killed.append(child.pid)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return killed
+
+
+def _on_sigterm(signum, frame):  # pylint: disable=unused-argument
+  stop_all_workers()
+  # Raise in the main thread so `finally` blocks (and saved state) unwind.
+  raise SystemExit(128 + signum)
+
+
+def install_exit_hooks() -> None:
+  """atexit + SIGTERM handling; idempotent. SIGINT already raises KeyboardInterrupt."""
+  global _HOOKS_INSTALLED
+  if _HOOKS_INSTALLED:
+    return
+  _HOOKS_INSTALLED = True
+  atexit.register(stop_all_workers)
+  if threading.current_thread() is threading.main_thread():
+    try:
+      if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+      pass
+
+
+def wait_until_serving(address: str, timeout: float = 30.0) -> None:
+  """Blocks until a gRPC channel to `address` is ready."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  channel = grpc.insecure_channel(address)
+  try:
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+  except grpc.FutureTimeoutError as e:
+    raise WorkerError(f"no TFF worker answered at {address} within {timeout:.0f} s") from e
+  finally:
+    channel.close()
+
+
+def running_worker_pids(descendants_of: Optional[int] = None) -> list[int]:
+  """PIDs of running `worker_binary` processes: all, or those below one process."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  if descendants_of is None:
+    procs = psutil.process_iter(["pid", "cmdline", "status"])
+  else:
+    try:
+      procs = psutil.Process(descendants_of).children(recursive=True)
+    except psutil.NoSuchProcess:
+      return []
+  pids = []
+  for proc in procs:
+    try:
+      cmd = proc.cmdline()
+      if cmd and cmd[0].endswith("worker_binary") and proc.status() != psutil.STATUS_ZOMBIE:
+        pids.append(proc.pid)
+    except psutil.Error:
+      continue
+  return pids
+
