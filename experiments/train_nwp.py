@@ -18,7 +18,8 @@ from tff_research.learning import config as presets
 
 _DEFAULTS = presets.ExperimentConfig()
 _HELP = {
-    "dataset": "federated text corpus: shakespeare",
+    "dataset": "federated text: shakespeare | stackoverflow[:max_clients=N] (TFF's SQLite file "
+               "in --data_dir) | jsonl:PATH | textdir:PATH (see docs/data.md)",
     "data_dir": "where corpora are cached (default: ~/.cache/tff_research)",
     "vocab_size": "number of words in the vocabulary (most frequent train words)",
     "num_oov_buckets": "out-of-vocabulary buckets",
@@ -27,6 +28,7 @@ _HELP = {
     "latent_size": "LSTM/CIFG units",
     "num_layers": "recurrent layers",
     "cell": "recurrent cell: lstm or cifg (Hard et al. 2018)",
+    "output_bias_init": "zeros, or unigram: start the output bias at log word frequencies",
     "algorithm": "fedavg or fedsgd",
     "client_optimizer": "client optimizer: sgd, sgdm, adam",
     "client_learning_rate": "client learning rate",
@@ -90,8 +92,8 @@ def config_from_flags() -> presets.ExperimentConfig:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tff_research.runtime import entry  # pylint: disable=g-import-not-at-top
-  return entry.run_training_entry_point(
+  from tff_research.learning import entry_point  # pylint: disable=g-import-not-at-top
+  return entry_point.run_training_entry_point(
       config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
       plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls)
 

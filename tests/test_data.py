@@ -145,3 +145,15 @@ def test_unigram_baseline_is_frequency_of_most_common_word():
   targets = np.concatenate([r[:, 1:].ravel() for r in data.train.values()])
   words = targets[~np.isin(targets, data.vocab.special_ids)]
   assert acc == pytest.approx(np.max(np.bincount(words)) / len(words))
+
+
+def test_corpus_and_token_windows_are_exposed_as_tff_client_data(shakespeare_dir):
+  corpus = load_federated_text("shakespeare", shakespeare_dir, verbose=False)
+  texts = nwp.text_client_data(corpus, "train")
+  assert len(texts.client_ids) == len(corpus.train)
+  first = next(iter(texts.create_tf_dataset_for_client("hamlet/HAMLET")))
+  assert first["text"].numpy().decode() == corpus.train["hamlet/HAMLET"][0]
+  data = _toy_data()
+  windows = data.to_client_data("train")
+  x, y = next(iter(windows.create_tf_dataset_for_client("c0")))
+  assert x.shape == (4,) and y.shape == (4,)

@@ -45,11 +45,11 @@ def train_cmd(python_env, repo_root, shakespeare_dir, tmp_path):
   marker = uuid.uuid4().hex
   env = dict(python_env, TFF_RESEARCH_TEST_MARKER=marker)
 
-  def start(*flags, ignore_sigint=False):
+  def start(*flags, ignore_sigint=False, extra_env=None):
     args = [sys.executable, "-m", "experiments.train_nwp", "--preset=smoke",
             f"--data_dir={shakespeare_dir}", f"--output_dir={tmp_path}", "--noprogress", *flags]
     preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-    return subprocess.Popen(args, cwd=repo_root, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(args, cwd=repo_root, env=dict(env, **(extra_env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
 
   start.marker = marker
@@ -99,10 +99,11 @@ def test_bad_input_is_one_clear_line(train_cmd, flags, message):
 
 
 def _wait_for_round(output_dir, name, proc, timeout=180):
-  path = os.path.join(output_dir, name, "metrics.csv")
+  """Waits until a round's checkpoint is in place."""
+  path = os.path.join(output_dir, name, "checkpoints")
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(path) and training_loop.read_metrics_csv(path):
+    if os.path.isdir(path) and any(f.startswith("round_") for f in os.listdir(path)):
       return
     time.sleep(0.3)
   raise AssertionError(f"no round finished: {proc.poll()} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
@@ -135,3 +136,29 @@ def test_plots_cli_overlays_runs(train_cmd, python_env, repo_root, tmp_path):
   missing = subprocess.run([sys.executable, "-m", "tff_research.plots", str(tmp_path / "none"),
                             f"--out={out}"], cwd=repo_root, env=python_env, capture_output=True, text=True)
   assert missing.returncode == 2 and "no metrics.csv" in missing.stderr
+
+
+def test_sigkill_mid_round_then_rerun_gives_bit_identical_weights(train_cmd):
+  """Killed after round 2's metrics were written but before its checkpoint."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  code, _, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4",
+                                   extra_env={"TFF_RESEARCH_FAULT": "before_checkpoint:2"}))
+  assert code == -signal.SIGKILL, err[-2000:]
+  _assert_no_workers(train_cmd.marker)
+  run_dir = os.path.join(train_cmd.output_dir, "crash")
+  saved = [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.startswith("round_")]
+  assert saved == ["round_1"]
+  code, out, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4"))
+  assert code == 0, err[-2000:]
+  assert "Resuming from the round-1 checkpoint" in out
+  rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2, 3, 4]
+  code, _, err = _finish(train_cmd("--experiment_name=straight", "--rounds=4"))
+  assert code == 0, err[-2000:]
+  with np.load(os.path.join(run_dir, "model_weights.npz")) as a, \
+       np.load(os.path.join(train_cmd.output_dir, "straight", "model_weights.npz")) as b:
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+      np.testing.assert_array_equal(a[key], b[key])
+  straight = training_loop.read_metrics_csv(os.path.join(train_cmd.output_dir, "straight", "metrics.csv"))
+  assert [r["train/loss"] for r in straight] == [r["train/loss"] for r in rows]

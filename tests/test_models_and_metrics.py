@@ -88,3 +88,12 @@ def test_metrics_pool_counts_across_clients():
   b.update_state(tf.constant([[1, 2, 3]]), _logits_predicting([[2, 3, 4]], 8))
   pooled = (a.correct + b.correct) / (a.total + b.total)
   assert float(pooled) == pytest.approx(0.25)
+
+
+def test_training_loss_is_a_scalar_mean_over_tokens_despite_the_embedding_mask():
+  model = nwp_models.build_nwp_model(nwp_models.ModelConfig(vocab_size=20, embedding_size=4, latent_size=8))
+  x = tf.constant([[3, 4, 0, 0], [5, 6, 7, 0]])
+  logits = model(x)
+  assert getattr(logits, "_keras_mask", None) is None
+  loss = nwp_metrics.MaskedSparseCategoricalCrossentropy()(x, logits)
+  assert loss.shape == ()

@@ -25,8 +25,10 @@ the model update and the weights are aggregated securely. Clients that drop
 (Bernoulli(`dropout_rate`) per client per round, after sharing their keys)
 are not trained at all in the simulation: nothing they compute after that
 point reaches the server. Dropouts and stochastic rounding draw from
-(`seed`, round, number of `next` calls so far), so a round retried after too
-many dropouts draws new dropouts; keys are fresh from the OS either way.
+(`seed`, round, attempt at that round), so a round retried after too many
+dropouts draws new dropouts and a resumed run draws what an uninterrupted one
+would; keys are fresh from the OS either way (the masks cancel exactly, so the
+result does not depend on them).
 """
 from __future__ import annotations
 
@@ -155,7 +157,9 @@ class SecureFedAvgProcess:
     self.client_stage = client_stage
     self.server_stage = server_stage
     self.mask_update = mask_update
-    self._attempts = 0  # a retried round (after too many dropouts) draws new dropouts
+    # Attempts per round: a retried round (after too many dropouts) draws new
+    # dropouts, while a resumed run draws what an uninterrupted one would.
+    self._attempts: dict[int, int] = collections.defaultdict(int)
 
   def initialize(self):
     return self.initialize_fn()
@@ -167,8 +171,8 @@ class SecureFedAvgProcess:
     if n > cfg.max_clients:
       raise ValueError(f"{n} clients this round, but max_clients={cfg.max_clients} (overflow bound)")
     round_num = int(state.aggregator)
-    rng = np.random.default_rng([cfg.seed, round_num, self._attempts])
-    self._attempts += 1
+    rng = np.random.default_rng([cfg.seed, round_num, self._attempts[round_num]])
+    self._attempts[round_num] += 1
     dropped = [u for u in range(n) if rng.random() < cfg.dropout_rate]
     survivors = [u for u in range(n) if u not in set(dropped)]
     rnd = protocol_lib.SecAggRound(n, cfg.neighbors, cfg.threshold, round_num,

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 from tff_research.data import vocab as vocab_lib
 
@@ -24,9 +24,18 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class FederatedText:
+  """Texts per client; the optional fields say how the corpus wants to be tokenized.
+
+  The defaults suit raw prose. A pre-tokenized corpus (Stack Overflow) sets
+  `tokenizer="whitespace"`, `truncate=True` (one NWP window per text, as TFF's
+  baseline) and may bring a ranked word list for the vocabulary.
+  """
   name: str
   train: dict[str, list[str]]
   test: dict[str, list[str]]
+  tokenizer: str = "words"                 # vocab.TOKENIZERS
+  truncate: bool = False                   # NWP default: truncate texts instead of chunking
+  vocab_words: Optional[list[str]] = None  # most frequent first; None = count the train split
 
   @property
   def client_ids(self) -> list[str]:
@@ -34,14 +43,15 @@ class FederatedText:
 
   def summary(self) -> str:
     texts = [t for split in (self.train, self.test) for v in split.values() for t in v]
-    words = sum(len(vocab_lib.tokenize(t)) for t in texts)
+    words = sum(len(vocab_lib.tokenize(t, self.tokenizer)) for t in texts)
     return (f"{self.name}: {len(self.train):,} train clients, {len(self.test):,} test clients, "
             f"{len(texts):,} texts, {words:,} words")
 
   def save(self, path: str) -> None:
     """Writes atomically (temp file + rename): a crash never leaves half a cache."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    payload = {"version": CACHE_VERSION, "name": self.name, "train": self.train, "test": self.test}
+    payload = {"version": CACHE_VERSION, "name": self.name, "train": self.train, "test": self.test,
+               "tokenizer": self.tokenizer, "truncate": self.truncate, "vocab_words": self.vocab_words}
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       json.dump(payload, f)
@@ -57,7 +67,8 @@ class FederatedText:
       return None
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
       return None
-    return cls(payload["name"], payload["train"], payload["test"])
+    return cls(payload["name"], payload["train"], payload["test"], payload.get("tokenizer", "words"),
+               bool(payload.get("truncate", False)), payload.get("vocab_words"))
 
 
 def split_by_order(

@@ -103,19 +103,42 @@ class NWPData:
     return sum(len(r) for r in self._split(split).values())
 
 
+def text_client_data(corpus: federated_text.FederatedText, split: str = "train"
+                     ) -> tff.simulation.datasets.ClientData:
+  """Raw texts as a `tff.simulation.datasets.ClientData` with elements {'text': tf.string}."""
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  texts = corpus.train if split == "train" else corpus.test
+  return tff.simulation.datasets.TestClientData(
+      {c: {"text": np.asarray(t, dtype=object)} for c, t in texts.items() if t})
+
+
 def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000,
-                   sequence_length: int = 20, num_oov_buckets: int = 1) -> NWPData:
-  """Vocabulary from the train split, then token windows for every client."""
+                   sequence_length: int = 20, num_oov_buckets: int = 1,
+                   truncate: Optional[bool] = None) -> NWPData:
+  """Vocabulary, then token windows for every client.
+
+  The vocabulary is the first `vocab_size` of `corpus.vocab_words` when the
+  corpus brings a ranked list (Stack Overflow's word counts), else the most
+  frequent train words. Texts are split with `corpus.tokenizer`; `truncate`
+  (default: `corpus.truncate`) picks truncation over chunking, see
+  `vocab.to_sequences`.
+  """
   if vocab_size < 1:
     raise ValueError(f"vocab_size must be positive, got {vocab_size}")
   if sequence_length < 1:
     raise ValueError(f"sequence_length must be positive, got {sequence_length}")
-  vocab = vocab_lib.build_vocabulary(federated_text.texts_of(corpus.train), vocab_size, num_oov_buckets)
+  truncate = corpus.truncate if truncate is None else truncate
+  if corpus.vocab_words:
+    vocab = vocab_lib.Vocabulary(tuple(corpus.vocab_words[:vocab_size]), num_oov_buckets, corpus.tokenizer)
+  else:
+    vocab = vocab_lib.build_vocabulary(federated_text.texts_of(corpus.train), vocab_size, num_oov_buckets,
+                                       corpus.tokenizer)
 
   def encode(split):
     out = {}
     for client_id, texts in split.items():
-      rows = vocab_lib.to_sequences(texts, vocab, sequence_length)
+      rows = vocab_lib.to_sequences(texts, vocab, sequence_length, truncate)
       if len(rows):
         out[client_id] = rows
     return out

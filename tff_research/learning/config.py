@@ -23,6 +23,7 @@ class ExperimentConfig:
   latent_size: int = 670
   num_layers: int = 1
   cell: str = "lstm"
+  output_bias_init: str = "zeros"   # or "unigram": log word frequencies of the train clients
   # Algorithm.
   algorithm: str = "fedavg"
   client_optimizer: str = "sgd"
@@ -34,7 +35,7 @@ class ExperimentConfig:
   aggregator: str = "plain"
   secure_neighbors: int = 0       # 0 = all other sampled clients
   secure_threshold: int = 0       # 0 = default for the neighbour count
-  secure_clip: float = 1.0
+  secure_clip: float = 100.0     # bound on each coordinate of (num_examples x model delta)
   secure_bits: int = 32
   dropout_rate: float = 0.0
   # Loop.
@@ -73,6 +74,13 @@ class ExperimentConfig:
       raise ValueError(f"--secure_bits must be at most 32, got {self.secure_bits}")
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
+    choices = {"algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),
+               "server_optimizer": ("sgd", "sgdm", "adagrad", "adam", "yogi"),
+               "client_optimizer": ("sgd", "sgdm", "adam"), "cell": ("lstm", "cifg"),
+               "output_bias_init": ("zeros", "unigram")}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
     self.algorithm_config()  # optimizer / algorithm / aggregator names
     self.model_config(1)
 
@@ -120,10 +128,10 @@ PRESETS: dict[str, ExperimentConfig] = {
     # `make demo`: FedAdam (Reddi et al. 2021) on Shakespeare with a smaller LSTM,
     # a few minutes on 2 cores.
     "demo": ExperimentConfig(
-        vocab_size=5000, latent_size=256, rounds=30, clients_per_round=10,
-        max_elements_per_client=64, client_learning_rate=0.5, server_optimizer="adam",
-        server_learning_rate=0.01, server_epsilon=1e-5, eval_every=5, eval_clients=100,
-        experiment_name="shakespeare_fedavg"),
+        vocab_size=10000, latent_size=256, output_bias_init="unigram", rounds=40,
+        clients_per_round=10, max_elements_per_client=64, client_learning_rate=1.0,
+        server_optimizer="adam", server_learning_rate=0.02, server_epsilon=1e-5,
+        eval_every=10, eval_clients=100, experiment_name="shakespeare_fedavg"),
     # Tests: tiny model and data, seconds per round.
     "smoke": ExperimentConfig(
         vocab_size=200, embedding_size=8, latent_size=16, rounds=2, clients_per_round=3,

@@ -17,10 +17,12 @@ EXIT_INTERRUPTED = 130
 
 def _user_errors() -> tuple[type[BaseException], ...]:
   """Exceptions that mean bad input or settings, reported in one line."""
+  from tff_research.aggregation.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
   from tff_research.data.federated_text import DataError  # pylint: disable=g-import-not-at-top
   from tff_research.learning.training_loop import RunConfigError  # pylint: disable=g-import-not-at-top
   from tff_research.runtime.workers import WorkerError  # pylint: disable=g-import-not-at-top
-  return (DataError, RunConfigError, WorkerError, ValueError, FileNotFoundError, PermissionError)
+  return (DataError, RunConfigError, WorkerError, SecureAggregationError, ValueError,
+          FileNotFoundError, PermissionError)
 
 
 def error_line(error: BaseException) -> str:

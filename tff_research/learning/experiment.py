@@ -11,9 +11,13 @@ from typing import Any, Callable, Optional
 
 from tff_research.data import datasets as datasets_lib
 from tff_research.data import nwp
+from tff_research.learning import checkpoints
 from tff_research.learning import process as process_lib
 from tff_research.learning import training_loop
 from tff_research.learning.config import PRESETS, ExperimentConfig  # pylint: disable=unused-import
+from tff_research.models import nwp as nwp_models
+
+VOCAB_FILE = "vocab.json"
 
 
 @dataclasses.dataclass
@@ -41,14 +45,23 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
   model_config = config.model_config(data.vocab.size)
+  output_bias = None
+  if config.output_bias_init == "unigram":
+    # A statistic of the train clients' data, computed centrally: a simulation
+    # shortcut (a deployment would estimate it with a federated count).
+    output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
   model_fn = process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
-                                        data.vocab.pad_id, seed=config.seed)
+                                        data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
   training_process = process_lib.build_training_process(model_fn, config.algorithm_config())
   evaluation_process = process_lib.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)
   run = training_loop.run_federated_training(
       training_process, evaluation_process, data, loop_config, config.run_dir, hparams,
       progress=progress, log=log)
+  checkpoints.save_model_weights(run.model_weights,
+                                 os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
+  with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
+    f.write(data.vocab.to_json())
   eval_ids = training_loop.eval_client_ids(data, loop_config)
   unigram = nwp.unigram_baseline_accuracy(data, "test", eval_ids)
   plot_path = None

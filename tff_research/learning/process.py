@@ -26,13 +26,14 @@ ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 def build_model_fn(model_config: nwp_models.ModelConfig, element_spec: Any,
                    special_ids: tuple[int, ...], pad_id: int = 0,
-                   seed: Optional[int] = 0) -> ModelFn:
+                   seed: Optional[int] = 0, output_bias=None) -> ModelFn:
   """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
 
-  With a `seed`, the initial weights are the same in every run.
+  With a `seed`, the initial weights are the same in every run; `output_bias`
+  initializes the logits' bias (see `models.nwp.unigram_log_prior`).
   """
   def model_fn() -> tff.learning.models.VariableModel:
-    keras_model = nwp_models.build_nwp_model(model_config, seed=seed)
+    keras_model = nwp_models.build_nwp_model(model_config, seed=seed, output_bias=output_bias)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=nwp_metrics.MaskedSparseCategoricalCrossentropy(pad_id),
@@ -96,9 +97,12 @@ def train_metrics(process_metrics) -> dict[str, float]:
   train = client_work.get("train", client_work)
   for key, value in train.items():
     flat[key] = float(value)
-  for key, value in (process_metrics.get("secure_aggregation") or {}).items():
-    flat[f"secure/{key}"] = float(value)
   return flat
+
+
+def secure_aggregation_metrics(process_metrics) -> dict[str, float]:
+  """Per-round costs of the secure sum (clipped values, dropped clients, upload bytes), if any."""
+  return {k: float(v) for k, v in (process_metrics.get("secure_aggregation") or {}).items()}
 
 
 def keras_model_with_weights(model_config: nwp_models.ModelConfig, model_weights) -> tf.keras.Model:

@@ -4,7 +4,8 @@ Outputs of a run live in one directory (`output_dir/experiment_name/`):
   hparams.json       the configuration (a rerun with other settings is refused)
   metrics.csv        one row per round (tff.program.CSVFileReleaseManager)
   tensorboard/       the same metrics as TensorBoard events
-  checkpoints/       server state per round (tff.program.FileProgramStateManager)
+  checkpoints/       server state per round (tff.program.FileProgramStateManager,
+                     written atomically: see checkpoints.py)
 
 Rerunning with the same directory continues after the latest checkpoint. The
 CSV release manager drops rows at or after the key it writes, so a round that
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_research.data import nwp
+from tff_research.learning import checkpoints
 from tff_research.learning import process as process_lib
 
 CHECKPOINT_PREFIX = "round_"
@@ -120,7 +122,7 @@ def run_federated_training(
   start_time = time.time()
   os.makedirs(run_dir, exist_ok=True)
   _write_hparams(run_dir, hparams or {})
-  state_manager = tff.program.FileProgramStateManager(
+  state_manager = checkpoints.AtomicFileProgramStateManager(
       os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX,
       keep_total=config.keep_checkpoints, keep_first=False)
   csv_manager = tff.program.CSVFileReleaseManager(
@@ -162,15 +164,19 @@ def run_federated_training(
       round_start = time.time()
       client_ids = sample_clients(train_ids, config.clients_per_round, config.seed, round_num)
       datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
-      output = training_process.next(state, datasets)
+      output = _next_with_retries(training_process, state, datasets, round_num, log)
       state = output.state
       record: dict[str, Any] = {"train": _finite(process_lib.train_metrics(output.metrics))}
+      secure = process_lib.secure_aggregation_metrics(output.metrics)
+      if secure:
+        record["secure"] = secure
       record["round_seconds"] = time.time() - round_start
       if round_num % config.eval_every == 0 or round_num == config.rounds:
         final_eval = evaluate(state)
         record["eval"] = final_eval
       asyncio.run(csv_manager.release(record, key=round_num))
       asyncio.run(tensorboard_manager.release(record, key=round_num))
+      _inject_fault("before_checkpoint", round_num)
       asyncio.run(state_manager.save(state, round_num))
       flat = _flatten(record)
       flat["round"] = round_num
@@ -190,6 +196,39 @@ def run_federated_training(
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
                    resumed_from, final_eval, history,
                    training_process.get_model_weights(state), time.time() - start_time)
+
+
+MAX_ROUND_ATTEMPTS = 5
+FAULT_ENV = "TFF_RESEARCH_FAULT"
+
+
+def _inject_fault(point: str, round_num: int) -> None:
+  """Crash tests: `TFF_RESEARCH_FAULT=before_checkpoint:3` SIGKILLs this process there.
+
+  The kill lands after round 3's metrics were released and before its
+  checkpoint exists, the worst moment for a resume to get right.
+  """
+  spec = os.environ.get(FAULT_ENV)
+  if spec and spec == f"{point}:{round_num}":
+    import signal  # pylint: disable=g-import-not-at-top
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _next_with_retries(training_process, state, datasets, round_num: int, log):
+  """`next`, retried when secure aggregation refuses a round (too many dropouts).
+
+  The refused round releases nothing and leaves the state as it was; the
+  retry draws new dropouts, as a real deployment would start the round over.
+  """
+  from tff_research.aggregation.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
+  for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+    try:
+      return training_process.next(state, datasets)
+    except SecureAggregationError as e:
+      if attempt == MAX_ROUND_ATTEMPTS:
+        raise
+      log(f"round {round_num}: {e}; retrying ({attempt}/{MAX_ROUND_ATTEMPTS - 1})")
+  raise AssertionError("unreachable")
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -7,12 +7,30 @@ vocabulary (pad, words, OOV buckets, BOS, EOS).
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tff_research.models import cifg
 
 CELL_TYPES = ("lstm", "cifg")
+
+
+class DropMask(tf.keras.layers.Layer):
+  """Ends Keras mask propagation at the logits.
+
+  Keras turns a mask on `y_pred` into a sample weight inside `Loss.__call__`,
+  which would make our (already padding-masked, scalar) loss a per-token tensor
+  whose gradient is a *sum* over tokens. The loss and metrics mask padding
+  themselves, so the mask stops here.
+  """
+
+  def call(self, inputs):
+    return tf.identity(inputs)  # a new tensor: the input's `_keras_mask` stays behind
+
+  def compute_mask(self, inputs, mask=None):
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +49,14 @@ class ModelConfig:
       raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELL_TYPES)}")
 
 
-def build_nwp_model(config: ModelConfig, seed: int | None = None) -> tf.keras.Model:
-  """An uncompiled Keras model mapping [batch, time] ids to [batch, time, vocab] logits."""
+def build_nwp_model(config: ModelConfig, seed: int | None = None,
+                    output_bias: Sequence[float] | None = None) -> tf.keras.Model:
+  """An uncompiled Keras model mapping [batch, time] ids to [batch, time, vocab] logits.
+
+  `output_bias` initializes the logits' bias (e.g. log unigram frequencies, see
+  `unigram_log_prior`), so training starts from the unigram model instead of
+  spending its first hundreds of steps learning word frequencies.
+  """
   initializer = lambda offset: tf.keras.initializers.GlorotUniform(  # noqa: E731
       seed=None if seed is None else seed + offset)
   inputs = tf.keras.Input(shape=(None,), dtype=tf.int32, name="tokens")
@@ -54,6 +78,20 @@ def build_nwp_model(config: ModelConfig, seed: int | None = None) -> tf.keras.Mo
     x = rnn(x)
   x = tf.keras.layers.Dense(config.embedding_size, kernel_initializer=initializer(1),
                             name="projection")(x)
+  if output_bias is not None and len(output_bias) != config.vocab_size:
+    raise ValueError(f"output_bias has {len(output_bias)} values for {config.vocab_size} classes")
+  bias_initializer = ("zeros" if output_bias is None
+                      else tf.keras.initializers.Constant(np.asarray(output_bias, np.float32)))
   logits = tf.keras.layers.Dense(config.vocab_size, kernel_initializer=initializer(2),
-                                 name="logits")(x)
+                                 bias_initializer=bias_initializer, name="logits")(x)
+  logits = DropMask(name="drop_mask")(logits)
   return tf.keras.Model(inputs, logits, name=f"nwp_{config.cell}")
+
+
+def unigram_log_prior(target_rows: Sequence[np.ndarray], vocab_size: int, pad_id: int = 0) -> np.ndarray:
+  """log p(token) over the targets of `target_rows` (add-one smoothed, padding excluded)."""
+  counts = np.ones(vocab_size, np.float64)
+  for rows in target_rows:
+    targets = np.asarray(rows)[:, 1:].ravel()
+    counts += np.bincount(targets[targets != pad_id], minlength=vocab_size)[:vocab_size]
+  return np.log(counts / counts.sum()).astype(np.float32)

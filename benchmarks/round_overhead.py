@@ -1,0 +1,156 @@
+r"""How much does federation cost? FedAvg round time vs plain Keras doing the same SGD steps.
+
+  python -m benchmarks.round_overhead                 # demo preset
+  python -m benchmarks.round_overhead --preset=clients50
+
+In one process, side by side: the median of `--rounds` steady FedAvg rounds of
+our training path (TFF, local worker) and of plain Keras (a `tf.function` train
+step with an input signature) running exactly the same clients, examples,
+batches and steps in sequence, resetting to the global weights for each client
+as FedAvg does. Also: process build time, first-round time, and peak RSS of
+this Python process and of the TFF worker. The last line is
+`round_time_ratio=<x>` (TFF median / Keras median).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import threading
+import time
+
+from tff_research.runtime import logs
+
+PRESETS = {
+    # The issue's reference setup: vocab 10k, embedding 96, LSTM 670, 10 clients x 64 sequences, batch 16.
+    "demo": dict(vocab_size=10000, latent_size=670, clients_per_round=10, max_elements_per_client=64,
+                 client_batch_size=16, client_epochs=1),
+    "clients50": dict(vocab_size=10000, latent_size=670, clients_per_round=50, max_elements_per_client=64,
+                      client_batch_size=16, client_epochs=1),
+    "small": dict(vocab_size=2000, latent_size=64, embedding_size=32, clients_per_round=10,
+                  max_elements_per_client=32, client_batch_size=16, client_epochs=1),
+}
+
+
+class PeakRss:
+  """Samples the RSS of this process and of its worker_binary children."""
+
+  def __init__(self, interval: float = 0.2):
+    import psutil  # pylint: disable=g-import-not-at-top
+    self._psutil = psutil
+    self.python_peak = 0
+    self.worker_peak = 0
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+    self._thread.start()
+
+  def _run(self, interval):
+    me = self._psutil.Process()
+    while not self._stop.is_set():
+      try:
+        self.python_peak = max(self.python_peak, me.memory_info().rss)
+        workers = [c for c in me.children(recursive=True) if "worker_binary" in c.name()]
+        self.worker_peak = max(self.worker_peak, sum(w.memory_info().rss for w in workers))
+      except self._psutil.Error:
+        pass
+      time.sleep(interval)
+
+  def stop(self):
+    self._stop.set()
+    self._thread.join()
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+  parser.add_argument("--rounds", type=int, default=6, help="rounds timed (the first is reported apart)")
+  parser.add_argument("--server_optimizer", default="sgd")
+  parser.add_argument("--max_concurrent_computation_calls", type=int, default=-1)
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--verbose", action="store_true")
+  args = parser.parse_args(argv)
+  logs.configure_logging(args.verbose)
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
+  from tff_research.metrics import nwp_metrics  # pylint: disable=g-import-not-at-top
+  from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+
+  config = ExperimentConfig(data_dir=args.data_dir, server_optimizer=args.server_optimizer,
+                            server_learning_rate=1.0 if args.server_optimizer == "sgd" else 0.01,
+                            **PRESETS[args.preset])
+  data = experiment.load_nwp_data(config, verbose=False)
+  loop = config.loop_config()
+  rss = PeakRss()
+  with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls):
+    model_config = config.model_config(data.vocab.size)
+    model_fn = process.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0)
+    start = time.perf_counter()
+    training = process.build_training_process(model_fn, config.algorithm_config())
+    state = training.initialize()
+    build_seconds = time.perf_counter() - start
+
+    round_data = []
+    for r in range(1, args.rounds + 1):
+      ids = training_loop.sample_clients(data.train_client_ids, config.clients_per_round, 0, r)
+      round_data.append(data.client_datasets(ids, loop.client_spec, "train", 0, r))
+    steps = [sum(1 for ds in datasets for _ in ds) for datasets in round_data]
+
+    tff_times = []
+    for datasets in round_data:
+      start = time.perf_counter()
+      state = training.next(state, datasets).state
+      tff_times.append(time.perf_counter() - start)
+
+    # Plain Keras: the same clients, batches and steps, one after another.
+    model = nwp_models.build_nwp_model(model_config, seed=0)
+    loss_fn = nwp_metrics.MaskedSparseCategoricalCrossentropy()
+    optimizer = tf.keras.optimizers.SGD(config.client_learning_rate)
+    spec = tf.TensorSpec([None, data.sequence_length], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def train_step(x, y):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                    model.trainable_variables))
+      return loss
+
+    keras_times = []
+    global_weights = model.get_weights()
+    for datasets in round_data:
+      start = time.perf_counter()
+      deltas, total = None, 0
+      for ds in datasets:
+        model.set_weights(global_weights)
+        n = 0
+        for x, y in ds:
+          train_step(x, y)
+          n += int(x.shape[0])
+        delta = [w - g for w, g in zip(model.get_weights(), global_weights)]
+        deltas = delta if deltas is None else [d + n * e for d, e in zip(deltas, delta)]
+        total += n
+      global_weights = [g + d / max(total, 1) for g, d in zip(global_weights, deltas)]
+      keras_times.append(time.perf_counter() - start)
+  rss.stop()
+
+  tff_steady = statistics.median(tff_times[1:]) if len(tff_times) > 1 else tff_times[0]
+  keras_steady = statistics.median(keras_times[1:]) if len(keras_times) > 1 else keras_times[0]
+  print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
+        f"server={args.server_optimizer}")
+  print(f"build_seconds={build_seconds:.2f} first_round_tff={tff_times[0]:.2f} "
+        f"first_round_keras={keras_times[0]:.2f}")
+  print(f"steady_round_tff_median={tff_steady:.3f} steady_round_keras_median={keras_steady:.3f} "
+        f"(over {max(len(tff_times) - 1, 1)} rounds)")
+  print(f"peak_rss_python_gb={rss.python_peak / 2**30:.2f} peak_rss_worker_gb={rss.worker_peak / 2**30:.2f}")
+  print(f"round_time_ratio={tff_steady / keras_steady:.3f}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
