@@ -47,15 +47,16 @@ def main(argv=None) -> int:
       result = experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
       times = [h["round_seconds"] for h in result.run.history]
       results[name] = (statistics.median(times[1:]) if len(times) > 1 else times[0],
-                       result.run.final_eval["accuracy"], result.run.history)
-  plain_t, plain_acc, _ = results["plain"]
-  secure_t, secure_acc, history = results["secure"]
+                       result.run.final_eval["accuracy"], result.run.history,
+                       result.run.final_eval["loss"])
+  plain_t, plain_acc, _, plain_loss = results["plain"]
+  secure_t, secure_acc, history, secure_loss = results["secure"]
   clipped = sum(h.get("secure/clipped", 0) for h in history)
   upload = history[-1].get("secure/upload_bytes_per_client", 0)
   print(f"clients/round={args.clients_per_round} rounds={args.rounds} neighbors={args.secure_neighbors or 'all'} "
         f"bits={args.secure_bits} clip={base.secure_clip}")
-  print(f"plain:  median round {plain_t:.2f} s, final accuracy {plain_acc:.4f}")
-  print(f"secure: median round {secure_t:.2f} s, final accuracy {secure_acc:.4f}, "
+  print(f"plain:  median round {plain_t:.2f} s, final accuracy {plain_acc:.4f}, eval loss {plain_loss:.4f}")
+  print(f"secure: median round {secure_t:.2f} s, final accuracy {secure_acc:.4f}, eval loss {secure_loss:.4f}, "
         f"clipped values {clipped:.0f}, upload {upload:,.0f} B/client")
   print(f"accuracy_difference_points={100 * (secure_acc - plain_acc):+.3f}")
   print(f"secure_round_time_ratio={secure_t / plain_t:.3f}")

@@ -160,5 +160,7 @@ def test_sigkill_mid_round_then_rerun_gives_bit_identical_weights(train_cmd):
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
       np.testing.assert_array_equal(a[key], b[key])
+  # Determinism: same flags and seed, two processes, identical metrics.csv (wall times aside).
   straight = training_loop.read_metrics_csv(os.path.join(train_cmd.output_dir, "straight", "metrics.csv"))
-  assert [r["train/loss"] for r in straight] == [r["train/loss"] for r in rows]
+  drop_times = lambda table: [{k: v for k, v in r.items() if k != "round_seconds"} for r in table]  # noqa: E731
+  assert drop_times(straight) == drop_times(rows)

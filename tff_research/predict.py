@@ -1,0 +1,179 @@
+"""Next-word suggestions from a finished run: `python -m tff_research.predict RUN_DIR "to be or not to"`.
+
+What a keyboard does with the trained model: read the text typed so far,
+suggest the k most likely next words. The model is rebuilt from the run's
+`hparams.json`, holds its final `model_weights.npz` and reads ids from its
+`vocab.json`, so a suggestion uses exactly the vocabulary the model was
+trained on. Prediction is plain Keras: no TFF computation runs, so no TFF
+worker is started.
+
+TensorFlow is imported lazily (as in `learning.config`), so the command line
+can quiet its logs before the import.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from tff_research.data import vocab as vocab_lib
+from tff_research.learning.config import ExperimentConfig
+
+HPARAMS_FILE = "hparams.json"
+VOCAB_FILE = "vocab.json"              # the name `learning.experiment` writes
+WEIGHTS_FILE = "model_weights.npz"     # `learning.checkpoints.FINAL_WEIGHTS_FILE`
+
+
+class PredictError(ValueError):
+  """A run directory or input the predictor cannot use; the message is one line."""
+
+
+_EMPTY_PROMPT = "the prompt is empty; give the text typed so far, e.g. \"to be or not to\""
+
+
+def encode_prompt(vocab: vocab_lib.Vocabulary, prompt: str, max_length: Optional[int] = None) -> list[int]:
+  """BOS and the prompt's word ids, without the EOS `Vocabulary.encode` appends.
+
+  EOS would tell the model the text is over; we want the word that comes next.
+  With `max_length`, only the last `max_length` ids are kept: the model was
+  trained on windows of that many inputs, and windows after a text's first
+  start mid-text (without BOS), so a long prompt is cut the same way.
+  """
+  if not prompt.strip():
+    raise PredictError(_EMPTY_PROMPT)
+  ids = vocab.encode(prompt)[:-1]
+  if len(ids) < 2:
+    raise PredictError(f"the prompt {prompt!r} has no words (tokenizer: {vocab.tokenizer})")
+  if max_length is not None and len(ids) > max_length:
+    ids = ids[-max_length:]
+  return ids
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A trained NWP model with its vocabulary: `top_k("to be or not to")`."""
+  model: Any                  # tf.keras.Model: [batch, time] ids -> [batch, time, vocab] logits
+  vocab: vocab_lib.Vocabulary
+  config: ExperimentConfig
+
+  def next_word_probabilities(self, prompt: str) -> np.ndarray:
+    """p(next id | prompt) over all `vocab.size` ids (softmax of the last position's logits)."""
+    ids = encode_prompt(self.vocab, prompt, self.config.sequence_length)
+    logits = np.asarray(self.model(np.asarray([ids], np.int32), training=False))[0, -1]
+    logits = logits.astype(np.float64)
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+  def top_k(self, prompt: str, k: int = 5, include_special: bool = False) -> list[tuple[str, float]]:
+    """The `k` most likely next words with their probabilities, most likely first.
+
+    Pad, OOV, BOS and EOS are not words a keyboard could offer, so they are left
+    out unless `include_special` (then named `<pad>`, `<oov>`, `<bos>`, `<eos>`).
+    Probabilities are the model's own, not renormalized over the candidates.
+    """
+    if k < 1:
+      raise PredictError(f"top_k must be positive, got {k}")
+    probs = self.next_word_probabilities(prompt)
+    candidates = np.arange(len(probs))
+    if not include_special:
+      candidates = candidates[~np.isin(candidates, self.vocab.special_ids)]
+    # Stable sort: ties go to the lower id, i.e. the more frequent train word.
+    order = candidates[np.argsort(-probs[candidates], kind="stable")][:k]
+    return [(self.vocab.decode_id(int(i)), float(probs[i])) for i in order]
+
+
+def _read_text(run_dir: str, name: str, what: str) -> str:
+  path = os.path.join(run_dir, name)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except OSError as e:
+    raise PredictError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def load_config(run_dir: str) -> ExperimentConfig:
+  """The run's `ExperimentConfig` from hparams.json (keys it does not know are ignored)."""
+  text = _read_text(run_dir, HPARAMS_FILE, "the run's settings")
+  try:
+    hparams = json.loads(text)
+  except ValueError as e:
+    raise PredictError(f"{os.path.join(run_dir, HPARAMS_FILE)} is not valid JSON: {e}") from None
+  if not isinstance(hparams, dict):
+    raise PredictError(f"{os.path.join(run_dir, HPARAMS_FILE)} does not hold a settings object")
+  known = {f.name for f in dataclasses.fields(ExperimentConfig)}
+  try:
+    return ExperimentConfig(**{k: v for k, v in hparams.items() if k in known})
+  except TypeError as e:
+    raise PredictError(f"{os.path.join(run_dir, HPARAMS_FILE)}: {e}") from None
+
+
+def load_predictor(run_dir: str) -> Predictor:
+  """The final model of the finished run in `run_dir` (`output_dir/experiment_name`)."""
+  if not os.path.isdir(run_dir):
+    raise PredictError(f"no run directory at {run_dir}")
+  config = load_config(run_dir)
+  vocab_text = _read_text(run_dir, VOCAB_FILE, "the run's vocabulary")
+  try:
+    vocab = vocab_lib.Vocabulary.from_json(vocab_text)
+  except (ValueError, KeyError, TypeError) as e:
+    raise PredictError(f"{os.path.join(run_dir, VOCAB_FILE)} is not a vocabulary: {e}") from None
+  weights_path = os.path.join(run_dir, WEIGHTS_FILE)
+  if not os.path.isfile(weights_path):
+    raise PredictError(f"no {WEIGHTS_FILE} in {run_dir}: the run has not finished "
+                       "(final weights are written after the last round)")
+  from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
+  from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+  try:
+    weights = checkpoints.load_model_weights(weights_path)
+    model = nwp_models.build_nwp_model(config.model_config(vocab.size))
+  except (OSError, ValueError) as e:
+    raise PredictError(f"cannot load the model of {run_dir}: {e}") from None
+  _check_weights_fit(model, weights, run_dir)
+  # Same order as the `tff.learning` model the run trained: Keras' trainable, then non-trainable.
+  weights.assign_weights_to(model)
+  return Predictor(model, vocab, config)
+
+
+def _check_weights_fit(model, weights, run_dir: str) -> None:
+  """`ModelWeights.assign_weights_to` zips and would silently skip weights that do not fit."""
+  for kind in ("trainable", "non_trainable"):
+    variables, values = getattr(model, f"{kind}_weights"), list(getattr(weights, kind))
+    shapes = [tuple(v.shape) for v in variables]
+    saved = [tuple(np.shape(v)) for v in values]
+    if shapes != saved:
+      raise PredictError(f"{WEIGHTS_FILE} in {run_dir} does not fit the model of its hparams.json "
+                         f"({kind} shapes {saved} vs {shapes})")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description="Suggest the next words after a prompt with a trained run.")
+  parser.add_argument("run_dir", help="a finished run directory (output_dir/experiment_name)")
+  parser.add_argument("prompt", help="the text typed so far, e.g. \"to be or not to\"")
+  parser.add_argument("--top_k", type=int, default=5, help="number of suggestions")
+  parser.add_argument("--include_special", action="store_true",
+                      help="also offer pad/OOV/BOS/EOS as candidates")
+  args = parser.parse_args(argv)
+  try:
+    if args.top_k < 1:
+      raise PredictError(f"--top_k must be positive, got {args.top_k}")
+    if not args.prompt.strip():  # fail before TensorFlow loads
+      raise PredictError(_EMPTY_PROMPT)
+    suggestions = load_predictor(args.run_dir).top_k(args.prompt, args.top_k, args.include_special)
+  except PredictError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  width = max(len(word) for word, _ in suggestions)
+  for word, prob in suggestions:
+    print(f"{word:<{width}}  {prob:.4f}")
+  return 0
+
+
+if __name__ == "__main__":
+  from tff_research.runtime import logs  # pylint: disable=g-import-not-at-top
+  logs.configure_logging()
+  sys.exit(main())
