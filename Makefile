@@ -24,7 +24,7 @@ $(STAMP): requirements/lock.txt setup.py
 	@echo "Installing tensorflow-federated==$(TFF_VERSION) without its resolver (its jax==0.4.14 pin is not served; 0.4.13 is used, see BUILD_NOTES.md)."
 	$(PY) -m pip install -q --no-deps tensorflow-federated==$(TFF_VERSION) 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
-	$(PY) -c 'import tensorflow_federated, tff_research' 
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -c 'import tensorflow_federated, tff_research'
 	$(PY) -m tff_research.runtime.check_install
 	touch $(STAMP)
 

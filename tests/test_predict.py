@@ -1,5 +1,6 @@
 """Next-word suggestions from a finished run: the Python API and the command line."""
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tff_research import predict
-from tff_research.learning import experiment
+from tff_research.learning import checkpoints, experiment
 from tff_research.learning.config import PRESETS
 
 
@@ -56,12 +57,23 @@ def test_prompt_is_encoded_without_eos_and_cut_to_the_training_window(run_dir):
     predict.encode_prompt(vocab, "   ")
 
 
-def test_run_without_final_weights_is_refused(run_dir, tmp_path):
+def test_reads_the_files_the_experiment_writes():
+  assert predict.VOCAB_FILE == experiment.VOCAB_FILE
+  assert predict.WEIGHTS_FILE == checkpoints.FINAL_WEIGHTS_FILE
+
+
+def test_run_without_final_weights_or_with_other_settings_is_refused(run_dir, tmp_path):
   partial = tmp_path / "partial"
   shutil.copytree(run_dir, partial)
   os.remove(partial / predict.WEIGHTS_FILE)
   with pytest.raises(predict.PredictError, match="has not finished"):
     predict.load_predictor(str(partial))
+  other = tmp_path / "other"
+  shutil.copytree(run_dir, other)
+  hparams = json.loads((other / predict.HPARAMS_FILE).read_text())
+  (other / predict.HPARAMS_FILE).write_text(json.dumps(dict(hparams, latent_size=hparams["latent_size"] + 1)))
+  with pytest.raises(predict.PredictError, match="does not fit"):
+    predict.load_predictor(str(other))
 
 
 def test_cli_prints_suggestions(run_dir, python_env, repo_root):

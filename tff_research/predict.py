@@ -145,9 +145,13 @@ def _check_weights_fit(model, weights, run_dir: str) -> None:
     variables, values = getattr(model, f"{kind}_weights"), list(getattr(weights, kind))
     shapes = [tuple(v.shape) for v in variables]
     saved = [tuple(np.shape(v)) for v in values]
-    if shapes != saved:
-      raise PredictError(f"{WEIGHTS_FILE} in {run_dir} does not fit the model of its hparams.json "
-                         f"({kind} shapes {saved} vs {shapes})")
+    if len(shapes) != len(saved):
+      raise PredictError(f"{WEIGHTS_FILE} in {run_dir} holds {len(saved)} {kind} arrays, the model of "
+                         f"its hparams.json has {len(shapes)}")
+    for i, (want, got) in enumerate(zip(shapes, saved)):
+      if want != got:
+        raise PredictError(f"{WEIGHTS_FILE} in {run_dir} does not fit the model of its hparams.json: "
+                           f"{kind} array {i} has shape {got}, the model wants {want}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

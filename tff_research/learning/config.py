@@ -81,8 +81,8 @@ class ExperimentConfig:
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
-    self.algorithm_config()  # optimizer / algorithm / aggregator names
-    self.model_config(1)
+    if self.aggregator == "secure" and self.algorithm != "fedavg":
+      raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
 
   def algorithm_config(self):
     """A `process.AlgorithmConfig` (imports TensorFlow)."""

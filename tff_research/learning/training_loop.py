@@ -69,6 +69,17 @@ class RunResult:
   wall_seconds: float
 
 
+def _run_sync(coroutine):
+  """Runs a `tff.program` coroutine to completion, also inside Jupyter's running event loop."""
+  try:
+    asyncio.get_running_loop()
+  except RuntimeError:
+    return asyncio.run(coroutine)
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    return pool.submit(asyncio.run, coroutine).result()
+
+
 def sample_clients(client_ids: Sequence[str], num_clients: int, seed: int, round_num: int) -> list[str]:
   """Uniform sampling without replacement, a pure function of (seed, round)."""
   if num_clients > len(client_ids):
@@ -130,7 +141,7 @@ def run_federated_training(
   tensorboard_manager = tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))
 
   initial_state = training_process.initialize()
-  state, resumed_from = asyncio.run(state_manager.load_latest(initial_state))
+  state, resumed_from = _run_sync(state_manager.load_latest(initial_state))
   if state is None:
     state, resumed_from = initial_state, 0
   elif resumed_from >= config.rounds:
@@ -174,10 +185,10 @@ def run_federated_training(
       if round_num % config.eval_every == 0 or round_num == config.rounds:
         final_eval = evaluate(state)
         record["eval"] = final_eval
-      asyncio.run(csv_manager.release(record, key=round_num))
-      asyncio.run(tensorboard_manager.release(record, key=round_num))
+      _run_sync(csv_manager.release(record, key=round_num))
+      _run_sync(tensorboard_manager.release(record, key=round_num))
       _inject_fault("before_checkpoint", round_num)
-      asyncio.run(state_manager.save(state, round_num))
+      _run_sync(state_manager.save(state, round_num))
       flat = _flatten(record)
       flat["round"] = round_num
       history.append(flat)

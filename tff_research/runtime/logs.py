@@ -28,6 +28,9 @@ def configure_logging(verbose: bool = False) -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)
   except ImportError:
     pass
-  if "tensorflow" in __import__("sys").modules:
+  import sys  # pylint: disable=g-import-not-at-top
+  # In an interactive shell (Jupyter) TF sets its logger to INFO when it is
+  # first imported, undoing the level above; import it now and set it after.
+  if "tensorflow" in sys.modules or hasattr(sys, "ps1") or "ipykernel" in sys.modules:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.get_logger().setLevel(logging.ERROR)
