@@ -4,7 +4,8 @@ r"""Do long runs grow? Peak RSS of Python and of the TFF worker over many demo r
 
 Trains the demo preset through the normal training loop (checkpoints, metrics,
 evaluation included) and samples RSS every 0.2 s. Prints the peak of each
-process over the first and the last five rounds, and the growth between them;
+process over the first and the last `--window` rounds (10 by default: one
+evaluation in each, as the demo evaluates every 10 rounds), and the growth;
 the last line is `memory_growth_percent=<x>` (the larger of the two).
 """
 from __future__ import annotations
@@ -20,7 +21,9 @@ from tff_research.runtime import logs
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=50)
-  parser.add_argument("--window", type=int, default=5, help="rounds at each end compared")
+  parser.add_argument("--window", type=int, default=10,
+                      help="rounds at each end compared; the demo evaluates every 10 rounds, so with "
+                           "10 each window holds one evaluation")
   parser.add_argument("--data_dir", default=None)
   args = parser.parse_args(argv)
   logs.configure_logging()
@@ -48,6 +51,11 @@ def main(argv=None) -> int:
     experiment.run_experiment(config, progress=False, plot=False, log=log, data=data)
     sampler["rss"].stop()
 
+  blocks = sorted(peaks)
+  for start in range(0, len(blocks), 10):
+    block = [peaks[r] for r in blocks[start:start + 10]]
+    print(f"rounds {blocks[start]}-{blocks[min(start + 9, len(blocks) - 1)]}: peak python "
+          f"{max(p[0] for p in block) / 2**30:.2f} GB, worker {max(p[1] for p in block) / 2**30:.2f} GB")
   w = args.window
   first = [peaks[r] for r in sorted(peaks)[:w]]
   last = [peaks[r] for r in sorted(peaks)[-w:]]
