@@ -12,14 +12,11 @@ All are `tff.learning.optimizers`, which keep their state in the server state
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import tensorflow_federated as tff
 
 SERVER_OPTIMIZERS = ("sgd", "sgdm", "adagrad", "adam", "yogi")
 CLIENT_OPTIMIZERS = ("sgd", "sgdm", "adam")
-ALGORITHM_NAMES = {"sgd": "FedAvg", "sgdm": "FedAvgM", "adagrad": "FedAdagrad",
-                   "adam": "FedAdam", "yogi": "FedYogi"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +49,3 @@ def build_optimizer(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_O
   return tff.learning.optimizers.build_yogi(learning_rate=lr, beta_1=config.beta_1,
                                             beta_2=config.beta_2, epsilon=config.epsilon)
 
-
-def optimizer_fn(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_OPTIMIZERS
-                 ) -> Callable[[], tff.learning.optimizers.Optimizer]:
-  """Validates now, builds later (TFF wants a no-arg builder)."""
-  build_optimizer(config, allowed)
-  return lambda: build_optimizer(config, allowed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.learning import optimizers as optimizers_lib
@@ -104,9 +103,3 @@ def secure_aggregation_metrics(process_metrics) -> dict[str, float]:
   """Per-round costs of the secure sum (clipped values, dropped clients, upload bytes), if any."""
   return {k: float(v) for k, v in (process_metrics.get("secure_aggregation") or {}).items()}
 
-
-def keras_model_with_weights(model_config: nwp_models.ModelConfig, model_weights) -> tf.keras.Model:
-  """A Keras NWP model holding `model_weights` (a `tff.learning.models.ModelWeights`)."""
-  model = nwp_models.build_nwp_model(model_config)
-  model_weights.assign_weights_to(model)
-  return model
