@@ -62,8 +62,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
     f.write(data.vocab.to_json())
-  eval_ids = training_loop.eval_client_ids(data, loop_config)
-  unigram = nwp.unigram_baseline_accuracy(data, "test", eval_ids)
+  unigram = nwp.unigram_baseline_accuracy(data, "test", run.eval_client_ids)
   plot_path = None
   if plot:
     from tff_research import plots  # pylint: disable=g-import-not-at-top

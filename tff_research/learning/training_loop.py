@@ -67,6 +67,7 @@ class RunResult:
   history: list[dict[str, float]]
   model_weights: Any
   wall_seconds: float
+  eval_client_ids: list[str]
 
 
 def _run_sync(coroutine):
@@ -206,7 +207,7 @@ def run_federated_training(
     final_eval = evaluate(state)
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
                    resumed_from, final_eval, history,
-                   training_process.get_model_weights(state), time.time() - start_time)
+                   training_process.get_model_weights(state), time.time() - start_time, eval_ids)
 
 
 MAX_ROUND_ATTEMPTS = 5
