@@ -47,13 +47,16 @@ class PeakRss:
 
   def _run(self, interval):
     me = self._psutil.Process()
+    workers, tick = [], 0
     while not self._stop.is_set():
       try:
+        if tick % 10 == 0:  # walking /proc for children is the costly part: rarely
+          workers = [c for c in me.children(recursive=True) if "worker_binary" in c.name()]
+        tick += 1
         self.python_peak = max(self.python_peak, me.memory_info().rss)
-        workers = [c for c in me.children(recursive=True) if "worker_binary" in c.name()]
         self.worker_peak = max(self.worker_peak, sum(w.memory_info().rss for w in workers))
       except self._psutil.Error:
-        pass
+        workers = []
       time.sleep(interval)
 
   def stop(self):
@@ -67,19 +70,23 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=6, help="rounds timed (the first is reported apart)")
   parser.add_argument("--server_optimizer", default="sgd")
   parser.add_argument("--max_concurrent_computation_calls", type=int, default=-1)
+  parser.add_argument("--initialize_in_graph", action="store_true",
+                      help="run the model's initializers inside TFF's computations (the slower behaviour "
+                           "before the initial-weights change; for before/after figures)")
+  parser.add_argument("--loop", choices=("iterator", "reduce"), default="iterator",
+                      help="clients' batch loop (reduce: TFF's default, the slower behaviour before)")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--verbose", action="store_true")
   args = parser.parse_args(argv)
   logs.configure_logging(args.verbose)
 
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import experiment, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import centralized, experiment, process, training_loop  # pylint: disable=g-import-not-at-top
   from tff_research.learning.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
-  from tff_research.metrics import nwp_metrics  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+  from tff_research.runtime.eager import in_eager_mode  # pylint: disable=g-import-not-at-top
 
   config = ExperimentConfig(data_dir=args.data_dir, server_optimizer=args.server_optimizer,
                             server_learning_rate=1.0 if args.server_optimizer == "sgd" else 0.01,
@@ -89,9 +96,11 @@ def main(argv=None) -> int:
   rss = PeakRss()
   with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls):
     model_config = config.model_config(data.vocab.size)
-    model_fn = process.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0)
+    model_fn = process.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0,
+                                      initialize_in_graph=args.initialize_in_graph)
     start = time.perf_counter()
-    training = process.build_training_process(model_fn, config.algorithm_config())
+    algorithm = dataclasses.replace(config.algorithm_config(), loop=args.loop)
+    training = process.build_training_process(model_fn, algorithm)
     state = training.initialize()
     build_seconds = time.perf_counter() - start
 
@@ -108,18 +117,9 @@ def main(argv=None) -> int:
       tff_times.append(time.perf_counter() - start)
 
     # Plain Keras: the same clients, batches and steps, one after another.
-    model = nwp_models.build_nwp_model(model_config, seed=0)
-    loss_fn = nwp_metrics.MaskedSparseCategoricalCrossentropy()
-    optimizer = tf.keras.optimizers.SGD(config.client_learning_rate)
-    spec = tf.TensorSpec([None, data.sequence_length], tf.int32)
-
-    @tf.function(input_signature=[spec, spec])
-    def train_step(x, y):
-      with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=True))
-      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                    model.trainable_variables))
-      return loss
+    model = in_eager_mode(nwp_models.build_nwp_model)(model_config, seed=0)
+    train_step = centralized.build_train_step(model, tf.keras.optimizers.SGD(config.client_learning_rate),
+                                              data.sequence_length)
 
     keras_times = []
     global_weights = model.get_weights()
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
   tff_steady = statistics.median(tff_times[1:]) if len(tff_times) > 1 else tff_times[0]
   keras_steady = statistics.median(keras_times[1:]) if len(keras_times) > 1 else keras_times[0]
   print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
-        f"server={args.server_optimizer}")
+        f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop}")
   print(f"build_seconds={build_seconds:.2f} first_round_tff={tff_times[0]:.2f} "
         f"first_round_keras={keras_times[0]:.2f}")
   print(f"steady_round_tff_median={tff_steady:.3f} steady_round_keras_median={keras_steady:.3f} "

@@ -61,7 +61,8 @@ def test_two_remote_workers_train_like_the_local_runtime(shakespeare_dir, tmp_pa
       wrapper.wait(timeout=30)
     runtime.use_local_runtime()  # the rest of the suite runs locally again
 
-  assert all(u > 0.5 for u in used), f"a worker did no work: cpu seconds {used}"
+  # An idle worker uses a few hundredths of a CPU second over such a run.
+  assert all(u > 0.15 for u in used), f"a worker did no work: cpu seconds {used}"
   for a, b in zip(tf.nest.flatten(local.run.model_weights.trainable),
                   tf.nest.flatten(remote.run.model_weights.trainable)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
@@ -79,3 +80,27 @@ def test_unreachable_worker_is_a_clear_error():
 def test_bad_worker_address_is_rejected():
   with pytest.raises(ValueError, match="is not host:port"):
     runtime.use_remote_workers(["localhost"])
+
+
+def test_workers_keep_large_tensors_in_mmap_unless_told_otherwise(monkeypatch):
+  from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+  monkeypatch.delenv("TFF_RESEARCH_WORKER_MALLOC", raising=False)
+  assert workers.worker_environment()["MALLOC_MMAP_THRESHOLD_"] == "131072"
+  monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+  assert workers.worker_environment()["MALLOC_MMAP_THRESHOLD_"] == "65536"
+  monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+  monkeypatch.setenv("TFF_RESEARCH_WORKER_MALLOC", "glibc")
+  assert "MALLOC_MMAP_THRESHOLD_" not in workers.worker_environment()
+
+
+def test_a_started_worker_gets_that_environment():
+  from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
+  worker = workers.ManagedWorker()
+  try:
+    with open(f"/proc/{worker.pid}/environ", "rb") as f:
+      environ = f.read().split(b"\0")
+    assert any(e.startswith(b"MALLOC_MMAP_THRESHOLD_=") for e in environ)
+  finally:
+    worker.stop()
+  assert not worker.is_running()

@@ -139,3 +139,44 @@ def test_checkpoint_left_half_written_by_a_kill_is_ignored(smoke, tmp_path):
   loaded, version = asyncio.run(manager.load_latest(state2))
   assert version == 2 and float(loaded["weights"][0]) == 1.0
   assert sorted(os.listdir(tmp_path / checkpoints.PARTIAL_DIR)) == []
+
+
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])
+def test_initial_weights_from_python_equal_the_in_graph_initializers(cell):
+  """The speed-up that skips initializers inside TFF computations starts from the same weights, bit for bit."""
+  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
+  from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+  spec = (tf.TensorSpec([None, 5], tf.int32),) * 2
+  model_config = nwp_models.ModelConfig(50, 8, 16, 1, cell)
+  bias = np.linspace(-3.0, 0.0, 50).astype(np.float32)
+  weights = []
+  for in_graph in (True, False):
+    model_fn = process.build_model_fn(model_config, spec, (0, 1), seed=3, output_bias=bias,
+                                      initialize_in_graph=in_graph)
+    training = process.build_training_process(model_fn, process.AlgorithmConfig())
+    weights.append(training.get_model_weights(training.initialize()))
+  assert len(weights[0].trainable) == len(weights[1].trainable) == 8
+  for a, b in zip(weights[0].trainable, weights[1].trainable):
+    np.testing.assert_array_equal(a, b)
+  assert np.abs(np.asarray(weights[1].trainable[2])).sum() > 0  # the recurrent kernel is not zeros
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
+def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorithm):
+  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
+  config, data = smoke
+  config = dataclasses.replace(config, algorithm=algorithm)
+  model_fn = process.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
+                                    data.vocab.special_ids, seed=0)
+  loop = config.loop_config()
+  ids = training_loop.sample_clients(data.train_client_ids, 3, 0, 1)
+  datasets = data.client_datasets(ids, loop.client_spec, "train", 0, 1)
+  results = []
+  for name in ("iterator", "reduce"):
+    algorithm_config = dataclasses.replace(config.algorithm_config(), loop=name)
+    training = process.build_training_process(model_fn, algorithm_config)
+    output = training.next(training.initialize(), datasets)
+    results.append((training.get_model_weights(output.state), process.train_metrics(output.metrics)))
+  for a, b in zip(results[0][0].trainable, results[1][0].trainable):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert results[0][1]["num_examples"] == results[1][1]["num_examples"] > 0

@@ -54,6 +54,7 @@ class SecureAggregationConfig:
   seed: int = 0                     # neighbour graph, dropouts, stochastic rounding
   max_clients: int = 100            # overflow bound: clients per round
   max_client_weight: int = 2**16    # weights (num examples) are clipped to this
+  loop_implementation: str = "iterator"  # clients' batch loop; see learning.process.LOOP_IMPLEMENTATIONS
 
   def secure_sum_config(self) -> masked_sum_lib.SecureSumConfig:
     return masked_sum_lib.SecureSumConfig(
@@ -78,8 +79,10 @@ class SecureFedAvgProcess:
 
     model_weights_type = initial_model_weights_fn.type_signature.result
     distributor = tff.learning.templates.build_broadcast_process(model_weights_type)
+    from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
     client_work = tff.learning.templates.build_model_delta_client_work(
-        model_fn, client_optimizer_fn, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES)
+        model_fn, client_optimizer_fn, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        loop_implementation=process_lib.loop_implementation(config.loop_implementation))
     finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
         server_optimizer_fn, model_weights_type)
     update_type = model_weights_type.trainable

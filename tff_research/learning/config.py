@@ -93,7 +93,13 @@ class ExperimentConfig:
       from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
       secure = secure_fed_avg.SecureAggregationConfig(
           neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
-          clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate, seed=self.seed)
+          clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate, seed=self.seed,
+          # The overflow bound needs only this run's clients per round and the
+          # most examples a client can weigh in with: tighter bounds leave a
+          # finer fixed-point scale (which matters at 16 bits).
+          max_clients=self.clients_per_round,
+          max_client_weight=(self.max_elements_per_client * self.client_epochs
+                             if self.max_elements_per_client else 2**16))
     return process_lib.AlgorithmConfig(
         algorithm=self.algorithm,
         client_optimizer=optimizers_lib.OptimizerConfig(self.client_optimizer, self.client_learning_rate),

@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
   """Exceptions that mean bad input or settings, reported in one line."""
   from tff_research.aggregation.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
   from tff_research.data.federated_text import DataError  # pylint: disable=g-import-not-at-top
@@ -55,7 +55,7 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     print(f"\ninterrupted; checkpoints and metrics saved so far are in {config.run_dir} "
           "(rerun the same command to resume)", file=sys.stderr)
     return EXIT_INTERRUPTED
-  except _user_errors() as e:
+  except user_errors() as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
     return EXIT_USAGE
   finally:

@@ -49,3 +49,20 @@ def build_optimizer(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_O
   return tff.learning.optimizers.build_yogi(learning_rate=lr, beta_1=config.beta_1,
                                             beta_2=config.beta_2, epsilon=config.epsilon)
 
+
+
+def build_keras_optimizer(config: OptimizerConfig) -> "tf.keras.optimizers.Optimizer":
+  """The Keras optimizer with the same update rule, for centralized baselines."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not config.learning_rate > 0:
+    raise ValueError(f"learning rate must be positive, got {config.learning_rate}")
+  lr = config.learning_rate
+  if config.name == "sgd":
+    return tf.keras.optimizers.SGD(lr)
+  if config.name == "sgdm":
+    return tf.keras.optimizers.SGD(lr, momentum=config.momentum)
+  if config.name == "adagrad":
+    return tf.keras.optimizers.Adagrad(lr, epsilon=config.epsilon)
+  if config.name == "adam":
+    return tf.keras.optimizers.Adam(lr, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=config.epsilon)
+  raise ValueError(f"no centralized optimizer named {config.name!r}; choose one of: sgd, sgdm, adagrad, adam")

@@ -16,30 +16,95 @@ import tensorflow_federated as tff
 from tff_research.learning import optimizers as optimizers_lib
 from tff_research.metrics import nwp_metrics
 from tff_research.models import nwp as nwp_models
+from tff_research.runtime.eager import in_eager_mode
 
 ALGORITHMS = ("fedavg", "fedsgd")
 AGGREGATORS = ("plain", "secure")
+# How a client loops over its batches inside TFF's client computation.
+# "reduce" (TFF's default) is `dataset.reduce`, whose body function TF
+# instantiates and optimizes anew on every call, i.e. for every client of every
+# round; "iterator" is a loop over `iter(dataset)` that lives in the
+# computation's own graph, built once per session. Same batches, same steps.
+LOOP_IMPLEMENTATIONS = ("iterator", "reduce")
+
+
+def loop_implementation(name: str) -> tff.learning.LoopImplementation:
+  if name not in LOOP_IMPLEMENTATIONS:
+    raise ValueError(f"unknown loop implementation {name!r}; choose one of: {', '.join(LOOP_IMPLEMENTATIONS)}")
+  return (tff.learning.LoopImplementation.DATASET_ITERATOR if name == "iterator"
+          else tff.learning.LoopImplementation.DATASET_REDUCE)
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class NWPModelFn:
+  """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
+
+  TFF calls it inside its computations, where the model's variable
+  initializers run on every call (every client of every round, every
+  evaluation client) only to be overwritten by the broadcast weights. So the
+  model it builds has zeros initializers, and the real initial weights come
+  from `initial_weights()` (the same seeded initializers, run once in Python);
+  `build_training_process` puts them into the initial server state. Same
+  initial weights as before, bit for bit (tests/test_training.py), without a
+  QR decomposition per client.
+  """
+
+  model_config: nwp_models.ModelConfig
+  element_spec: Any
+  special_ids: tuple[int, ...]
+  pad_id: int = 0
+  seed: Optional[int] = 0
+  output_bias: Any = None
+  initialize_in_graph: bool = False
+
+  def __call__(self) -> tff.learning.models.VariableModel:
+    keras_model = nwp_models.build_nwp_model(self.model_config, seed=self.seed, output_bias=self.output_bias,
+                                             initialize=self.initialize_in_graph)
+    return tff.learning.models.from_keras_model(
+        keras_model,
+        loss=nwp_metrics.MaskedSparseCategoricalCrossentropy(self.pad_id),
+        input_spec=self.element_spec,
+        metrics=nwp_metrics.build_nwp_metrics(self.special_ids, self.pad_id),
+    )
+
+  def initial_weights(self) -> tff.learning.models.ModelWeights:
+    """The seeded initial weights, in the order of the TFF model's variables."""
+    keras_model = in_eager_mode(nwp_models.build_nwp_model)(self.model_config, seed=self.seed,
+                                                     output_bias=self.output_bias)
+    return tff.learning.models.ModelWeights(
+        trainable=[v.numpy() for v in keras_model.trainable_weights],
+        non_trainable=[v.numpy() for v in keras_model.non_trainable_weights])
+
+
 def build_model_fn(model_config: nwp_models.ModelConfig, element_spec: Any,
                    special_ids: tuple[int, ...], pad_id: int = 0,
-                   seed: Optional[int] = 0, output_bias=None) -> ModelFn:
+                   seed: Optional[int] = 0, output_bias=None,
+                   initialize_in_graph: bool = False) -> NWPModelFn:
   """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
 
   With a `seed`, the initial weights are the same in every run; `output_bias`
   initializes the logits' bias (see `models.nwp.unigram_log_prior`).
+  `initialize_in_graph=True` keeps the real initializers inside TFF's
+  computations (the slower behaviour of earlier versions, kept for comparison).
   """
-  def model_fn() -> tff.learning.models.VariableModel:
-    keras_model = nwp_models.build_nwp_model(model_config, seed=seed, output_bias=output_bias)
-    return tff.learning.models.from_keras_model(
-        keras_model,
-        loss=nwp_metrics.MaskedSparseCategoricalCrossentropy(pad_id),
-        input_spec=element_spec,
-        metrics=nwp_metrics.build_nwp_metrics(special_ids, pad_id),
-    )
-  return model_fn
+  return NWPModelFn(model_config, element_spec, special_ids, pad_id, seed, output_bias,
+                    initialize_in_graph)
+
+
+class _WithInitialWeights:
+  """A learning process whose `initialize()` starts from given model weights."""
+
+  def __init__(self, process, initial_weights):
+    self._process = process
+    self._initial_weights = initial_weights
+
+  def initialize(self):
+    return self._process.set_model_weights(self._process.initialize(), self._initial_weights)
+
+  def __getattr__(self, name):
+    return getattr(self._process, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +114,7 @@ class AlgorithmConfig:
   server_optimizer: optimizers_lib.OptimizerConfig = optimizers_lib.OptimizerConfig("sgd", 1.0)
   aggregator: str = "plain"
   secure: Any = None  # tff_research.aggregation.SecureAggregationConfig when aggregator="secure"
+  loop: str = "iterator"  # one of LOOP_IMPLEMENTATIONS
 
   def __post_init__(self):
     if self.algorithm not in ALGORITHMS:
@@ -57,6 +123,7 @@ class AlgorithmConfig:
       raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of: {', '.join(AGGREGATORS)}")
     if self.aggregator == "secure" and self.algorithm != "fedavg":
       raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
+    loop_implementation(self.loop)
     optimizers_lib.build_optimizer(self.server_optimizer, optimizers_lib.SERVER_OPTIMIZERS)
     if self.algorithm == "fedavg":
       optimizers_lib.build_optimizer(self.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
@@ -64,21 +131,33 @@ class AlgorithmConfig:
 
 def build_training_process(model_fn: ModelFn, config: AlgorithmConfig):
   """The learning process for `config` (see module docstring for its interface)."""
+  process = _build_training_process(model_fn, config)
+  if isinstance(model_fn, NWPModelFn) and not model_fn.initialize_in_graph:
+    return _WithInitialWeights(process, model_fn.initial_weights())
+  return process
+
+
+def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig):
   server_optimizer = optimizers_lib.build_optimizer(config.server_optimizer)
+  loop = loop_implementation(config.loop)
   if config.algorithm == "fedsgd":
-    return tff.learning.algorithms.build_fed_sgd(model_fn, server_optimizer_fn=server_optimizer)
+    return tff.learning.algorithms.build_fed_sgd(model_fn, server_optimizer_fn=server_optimizer,
+                                                 loop_implementation=loop)
   client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
   if config.aggregator == "secure":
     from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
+    secure = dataclasses.replace(config.secure or secure_fed_avg.SecureAggregationConfig(),
+                                 loop_implementation=config.loop)
     return secure_fed_avg.build_secure_weighted_fed_avg(
-        model_fn, client_optimizer, server_optimizer, config.secure)
+        model_fn, client_optimizer, server_optimizer, secure)
   return tff.learning.algorithms.build_weighted_fed_avg(
-      model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer)
+      model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer,
+      loop_implementation=loop)
 
 
-def build_evaluation_process(model_fn: ModelFn):
+def build_evaluation_process(model_fn: ModelFn, loop: str = "iterator"):
   """Federated evaluation (`tff.learning.algorithms.build_fed_eval`)."""
-  return tff.learning.algorithms.build_fed_eval(model_fn)
+  return tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=loop_implementation(loop))
 
 
 def evaluate(eval_process, eval_state, model_weights, datasets) -> tuple[Any, dict[str, float]]:

@@ -50,39 +50,53 @@ class ModelConfig:
 
 
 def build_nwp_model(config: ModelConfig, seed: int | None = None,
-                    output_bias: Sequence[float] | None = None) -> tf.keras.Model:
+                    output_bias: Sequence[float] | None = None,
+                    initialize: bool = True) -> tf.keras.Model:
   """An uncompiled Keras model mapping [batch, time] ids to [batch, time, vocab] logits.
 
   `output_bias` initializes the logits' bias (e.g. log unigram frequencies, see
   `unigram_log_prior`), so training starts from the unigram model instead of
   spending its first hundreds of steps learning word frequencies.
+
+  `initialize=False` gives every weight a zeros initializer: for models whose
+  weights are assigned right after they are built, as TFF's client work and
+  evaluation do with the broadcast weights. Inside a TFF computation the
+  initializers run on every call, i.e. for every client of every round, and the
+  LSTM's orthogonal initializer alone (a QR decomposition) was about a fifth of
+  the worker's time (see BENCHMARKS.md).
   """
-  initializer = lambda offset: tf.keras.initializers.GlorotUniform(  # noqa: E731
-      seed=None if seed is None else seed + offset)
+  def init(real):
+    return real if initialize else "zeros"
+
+  def glorot(offset):
+    return init(tf.keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset))
+
   inputs = tf.keras.Input(shape=(None,), dtype=tf.int32, name="tokens")
   x = tf.keras.layers.Embedding(config.vocab_size, config.embedding_size, mask_zero=True,
-                                embeddings_initializer=tf.keras.initializers.RandomUniform(
-                                    -0.05, 0.05, seed=seed), name="embedding")(inputs)
+                                embeddings_initializer=init(tf.keras.initializers.RandomUniform(
+                                    -0.05, 0.05, seed=seed)), name="embedding")(inputs)
   for layer in range(config.num_layers):
     if config.cell == "lstm":
       rnn = tf.keras.layers.LSTM(config.latent_size, return_sequences=True,
-                                 kernel_initializer=initializer(10 + layer),
-                                 recurrent_initializer=tf.keras.initializers.Orthogonal(
-                                     seed=None if seed is None else seed + 20 + layer),
+                                 kernel_initializer=glorot(10 + layer),
+                                 recurrent_initializer=init(tf.keras.initializers.Orthogonal(
+                                     seed=None if seed is None else seed + 20 + layer)),
+                                 unit_forget_bias=initialize,
                                  name=f"lstm_{layer}")
     else:
       rnn = tf.keras.layers.RNN(cifg.CIFGCell(config.latent_size,
-                                                 seed=None if seed is None else seed + 10 + layer),
+                                                 seed=None if seed is None else seed + 10 + layer,
+                                                 initialize=initialize),
                                 return_sequences=True,
                                 name=f"cifg_{layer}")
     x = rnn(x)
-  x = tf.keras.layers.Dense(config.embedding_size, kernel_initializer=initializer(1),
+  x = tf.keras.layers.Dense(config.embedding_size, kernel_initializer=glorot(1),
                             name="projection")(x)
   if output_bias is not None and len(output_bias) != config.vocab_size:
     raise ValueError(f"output_bias has {len(output_bias)} values for {config.vocab_size} classes")
-  bias_initializer = ("zeros" if output_bias is None
+  bias_initializer = ("zeros" if output_bias is None or not initialize
                       else tf.keras.initializers.Constant(np.asarray(output_bias, np.float32)))
-  logits = tf.keras.layers.Dense(config.vocab_size, kernel_initializer=initializer(2),
+  logits = tf.keras.layers.Dense(config.vocab_size, kernel_initializer=glorot(2),
                                  bias_initializer=bias_initializer, name="logits")(x)
   logits = DropMask(name="drop_mask")(logits)
   return tf.keras.Model(inputs, logits, name=f"nwp_{config.cell}")

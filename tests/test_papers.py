@@ -1,0 +1,178 @@
+"""Paper reproductions: analysis logic, the centralized baseline, and every experiment at --scale=smoke."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_research.papers import adaptive_optimizers
+from tff_research.papers import common
+from tff_research.papers import fedavg_vs_fedsgd
+from tff_research.papers import report
+from tff_research.papers import runner
+
+
+def _write_curve(run_dir, curve):
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "metrics.csv"), "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["key", "round", "eval/accuracy"])
+    for round_num, value in curve:
+      writer.writerow([round_num, round_num, value])
+
+
+def _runs_with_curves(tmp_path, curves):
+  """Result rows of FedSGD/FedAvg runs whose metrics.csv hold `curves` ({label: [(round, accuracy)]})."""
+  rows = []
+  for label, curve in curves.items():
+    _write_curve(str(tmp_path / "runs" / label), curve)
+    rows.append({"label": label, "algorithm": label.split("_")[0], "epochs": 1, "batch_size": 4,
+                 "rounds": curve[-1][0], "server_lr": 1.0, "train_seconds": 1.0, "unigram_accuracy": 0.03})
+  return rows
+
+
+def test_rounds_to_target_is_the_first_evaluated_round_at_or_above_it():
+  curve = [(5, 0.01), (10, 0.03), (15, 0.02), (20, 0.05)]
+  assert fedavg_vs_fedsgd.rounds_to_target(curve, 0.03) == 10
+  assert fedavg_vs_fedsgd.rounds_to_target(curve, 0.05) == 20
+  assert fedavg_vs_fedsgd.rounds_to_target(curve, 0.06) is None
+
+
+def test_fedsgd_analysis_picks_a_target_every_run_reached_and_the_speedup(tmp_path):
+  curves = {"fedsgd": [(5, 0.00), (10, 0.01), (15, 0.032)],
+            "fedavg_E1_B4": [(5, 0.034), (10, 0.05)]}
+  analysis = fedavg_vs_fedsgd.analyze(_runs_with_curves(tmp_path, curves), str(tmp_path))
+  assert analysis["target_accuracy"] == pytest.approx(0.032)
+  table = {t["label"]: t for t in analysis["table"]}
+  assert table["fedsgd"]["rounds_to_target"] == 15
+  assert table["fedavg_E1_B4"]["rounds_to_target"] == 5
+  assert table["fedavg_E1_B4"]["speedup_vs_fedsgd"] == pytest.approx(3.0)
+
+
+def test_when_fedsgd_never_learns_the_speedup_is_a_lower_bound_over_its_budget(tmp_path):
+  curves = {"fedsgd": [(10, 0.0), (20, 0.0)],
+            "fedavg_a": [(5, 0.0), (10, 0.021), (15, 0.03)],
+            "fedavg_b": [(5, 0.0), (10, 0.0)]}
+  analysis = fedavg_vs_fedsgd.analyze(_runs_with_curves(tmp_path, curves), str(tmp_path))
+  assert analysis["target_is_fedavg_only"] and analysis["target_accuracy"] == pytest.approx(0.03)
+  table = {t["label"]: t for t in analysis["table"]}
+  assert table["fedsgd"]["rounds_to_target"] is None and table["fedavg_b"]["rounds_to_target"] is None
+  assert table["fedavg_a"]["rounds_to_target"] == 15
+  assert table["fedavg_a"]["speedup_vs_fedsgd"] == pytest.approx(20 / 15)
+  assert table["fedavg_a"]["speedup_is_lower_bound"]
+  assert "lower bound" in report.fedavg_vs_fedsgd_markdown(
+      {"analysis": analysis, "experiment": "fedavg_vs_fedsgd"})
+
+
+def test_adaptive_grid_is_centred_on_the_paper_learning_rates():
+  grid = adaptive_optimizers.plan_grid("paper")
+  adam = sorted(r.config.server_learning_rate for r in grid if r.config.server_optimizer == "adam")
+  assert adam == pytest.approx([10 ** -2.5, 10 ** -2, 10 ** -1.5])
+  assert all(r.config.client_learning_rate == pytest.approx(10 ** -0.5) for r in grid)
+  assert {r.config.server_optimizer for r in grid} == set(adaptive_optimizers.OPTIMIZERS)
+  rows = [{"server_optimizer": "adam", "lr_vs_paper": "10^-0.5", "final_accuracy": 0.02},
+          {"server_optimizer": "adam", "lr_vs_paper": "10^+0.5", "final_accuracy": 0.05},
+          {"server_optimizer": "sgd", "lr_vs_paper": "10^+0.0", "final_accuracy": 0.01}]
+  assert adaptive_optimizers.best_exponents(rows) == {"adam": 0.5, "sgd": 0.0}
+
+
+def test_mean_std_ignores_nan():
+  assert common.mean_std([0.1, 0.3, float("nan")]) == (pytest.approx(0.2), pytest.approx(0.1414, abs=1e-4))
+  assert common.mean_std([0.5]) == (0.5, 0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(shakespeare_dir):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(common.SMOKE_BASE, data_dir=shakespeare_dir)
+  return config, experiment.load_nwp_data(config, verbose=False)
+
+
+def test_centralized_training_sees_exactly_the_requested_examples(tiny_data):
+  from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  config, data = tiny_data
+  result = centralized.train_centralized(config.model_config(data.vocab.size), data, examples=37,
+                                         batch_size=8)
+  assert result.examples_seen == 37
+  assert result.steps == 5  # 8 + 8 + 8 + 8 + 5
+  assert np.isfinite(result.final_train_loss)
+
+
+def test_central_evaluation_equals_federated_evaluation_of_the_same_weights(tiny_data):
+  from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
+  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+  config, data = tiny_data
+  model_config = config.model_config(data.vocab.size)
+  model = centralized.train_centralized(model_config, data, examples=64, batch_size=8).model
+  clients = data.test_client_ids[:5]
+  central = centralized.evaluate_keras_model(model, data, clients, batch_size=16)
+  model_fn = process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
+                                        data.vocab.pad_id)
+  eval_process = process_lib.build_evaluation_process(model_fn)
+  state = eval_process.initialize()
+  weights = eval_process.get_model_weights(state)
+  weights = type(weights)(trainable=[np.asarray(v) for v in model.trainable_weights],
+                          non_trainable=[np.asarray(v) for v in model.non_trainable_weights])
+  datasets = data.client_datasets(clients, nwp.ClientSpec(1, 16, None, shuffle=False), split="test")
+  _, federated = process_lib.evaluate(eval_process, state, weights, datasets)
+  shared = set(central) & set(federated)
+  assert {"accuracy", "recall_at_3", "accuracy_with_special"} <= shared
+  for name in shared:
+    assert central[name] == pytest.approx(federated[name], rel=1e-4, abs=1e-6), name
+
+
+def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, shakespeare_dir):
+  """The README's command for all four experiments, as a subprocess: results, plots, tables."""
+  out = tmp_path / "results"
+  completed = subprocess.run(
+      [sys.executable, "-m", "experiments.reproduce_papers", "--scale=smoke", f"--output_dir={out}",
+       f"--data_dir={shakespeare_dir}"],
+      cwd=repo_root, env=python_env, capture_output=True, text=True, timeout=900, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = out / "papers" / "smoke"
+  summaries = report.load_summaries(str(results))
+  assert list(summaries) == list(runner.EXPERIMENTS)
+  for name, summary in summaries.items():
+    analysis = summary["analysis"]
+    assert analysis["table"], name
+    for plot in analysis["plots"]:
+      assert os.path.getsize(results / name / plot) > 5000, plot
+    with open(results / name / "results.csv", encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+    assert len(rows) == len(summary["runs"]) >= 2, name
+    for row in rows:
+      if row.get("final_accuracy"):
+        assert 0.0 <= float(row["final_accuracy"]) <= 1.0
+    text = report.markdown(summary)
+    assert summary["command"] in text and "|---|" in text
+  exp1 = summaries["fedavg_vs_fedsgd"]["analysis"]
+  assert {t["label"] for t in exp1["table"]} >= {"fedsgd_lr1", "fedavg_E1_B4"}
+  exp3 = summaries["federated_vs_centralized"]["analysis"]["table"]
+  assert exp3[0]["train_examples"] == exp3[1]["train_examples"] > 0  # equal example passes
+  exp4 = summaries["secure_cost"]["analysis"]["table"]
+  assert [t["aggregator"] for t in exp4] == ["plain", "secure", "secure"]
+  assert all(t["upload_bytes_per_client"] for t in exp4[1:])
+  # Publishing copies what git keeps.
+  published = report.publish(str(results), str(tmp_path / "published"))
+  assert any(p.endswith("summary.json") for p in published)
+  assert json.load(open(tmp_path / "published" / "secure_cost" / "summary.json"))["scale"] == "smoke"
+
+
+def test_unknown_scale_is_one_line(python_env, repo_root, tmp_path):
+  completed = subprocess.run(
+      [sys.executable, "-m", "experiments.fedavg_vs_fedsgd", "--scale=huge", f"--output_dir={tmp_path}"],
+      cwd=repo_root, env=python_env, capture_output=True, text=True, timeout=120, check=False)
+  assert completed.returncode != 0
+  assert "Traceback" not in completed.stderr
+  assert "scale" in completed.stderr
+
+
+def test_report_cli_without_results_is_one_line(tmp_path, capsys):
+  assert report.main([str(tmp_path)]) == 2
+  assert "no experiment summary.json" in capsys.readouterr().err

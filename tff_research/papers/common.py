@@ -1,0 +1,183 @@
+"""What every paper-reproduction experiment shares: scales, running a list of runs, writing results.
+
+An experiment is a list of `PlannedRun`s (a label, an `ExperimentConfig`, the
+parameters that go into the results table) run one after another on data
+loaded once. Outputs go to `output_dir/papers/<scale>/<experiment>/`:
+  runs/<label>/     each run's own directory (metrics.csv, checkpoints, ...)
+  results.csv       one row per run: its parameters and final metrics
+  summary.json      the analysis (tables the REPRODUCTION.md shows), command,
+                    hardware, wall time
+  *.png             the plots
+Rerunning the same command resumes: finished runs are only re-evaluated.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from tff_research.learning.config import ExperimentConfig
+
+SCALES = ("smoke", "paper")
+
+# `--scale=smoke`: seconds per run, for tests. `--scale=paper`: the reduced-scale
+# reproduction (each experiment well under an hour on 2 cores).
+SMOKE_BASE = ExperimentConfig(
+    vocab_size=200, embedding_size=8, latent_size=16, output_bias_init="unigram", rounds=2,
+    clients_per_round=3, max_elements_per_client=8, client_batch_size=4, eval_every=1,
+    eval_clients=4, eval_batch_size=64)
+# Batch 4: the median Shakespeare role has about 8 train windows, so batch 16
+# would give most clients a single step per round (FedAvg would be FedSGD).
+PAPER_BASE = ExperimentConfig(
+    vocab_size=5000, embedding_size=64, latent_size=128, output_bias_init="unigram", rounds=80,
+    clients_per_round=10, max_elements_per_client=64, client_batch_size=4, eval_every=10,
+    eval_clients=50, eval_batch_size=128)
+
+
+def base_config(scale: str) -> ExperimentConfig:
+  if scale not in SCALES:
+    raise ValueError(f"--scale={scale!r} is not one of: {', '.join(SCALES)}")
+  return SMOKE_BASE if scale == "smoke" else PAPER_BASE
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+  label: str
+  config: ExperimentConfig
+  params: dict[str, Any]
+
+
+def experiment_dir(output_dir: str, scale: str, name: str) -> str:
+  return os.path.join(output_dir, "papers", scale, name)
+
+
+def hardware() -> str:
+  """CPU model and core count of this machine, for the record."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, no GPU used"
+
+
+def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
+                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+  """Runs (or resumes) each planned run; returns one result row per run."""
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+  rows = []
+  for index, run in enumerate(planned, 1):
+    config = dataclasses.replace(run.config, output_dir=os.path.join(out_dir, "runs"),
+                                 experiment_name=run.label)
+    log(f"[{index}/{len(planned)}] {run.label}: {run.params}")
+    result = experiment.run_experiment(config, progress=False, plot=False, data=data,
+                                       log=lambda line: None)
+    history = training_loop.read_metrics_csv(os.path.join(config.run_dir, "metrics.csv"))
+    train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
+    row = {"label": run.label, **run.params, "rounds": result.run.rounds_completed,
+           "train_seconds": round(train_seconds, 1), "unigram_accuracy": result.unigram_accuracy}
+    row.update({f"final_{k}": v for k, v in sorted(result.run.final_eval.items())})
+    row["train_examples"] = int(sum(r.get("train/num_examples", 0.0) for r in history))
+    rows.append(row)
+    log(f"    final accuracy {row.get('final_accuracy', float('nan')):.4f}, "
+        f"{train_seconds:.0f} s of rounds")
+  return rows
+
+
+def eval_curve(run_dir: str, metric: str = "eval/accuracy") -> list[tuple[int, float]]:
+  """(round, value) for every round of `run_dir` that recorded `metric`."""
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+  rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+  return [(int(r["round"]), r[metric]) for r in rows if metric in r]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  values = [v for v in values if not math.isnan(v)]
+  if not values:
+    return float("nan"), float("nan")
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_table(path: str, rows: Sequence[dict[str, Any]]) -> str:
+  """Rows as CSV with the union of their keys as columns (in first-seen order)."""
+  columns: list[str] = []
+  for row in rows:
+    columns.extend(k for k in row if k not in columns)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: _cell(v) for k, v in row.items()})
+  return path
+
+
+def _cell(value: Any) -> Any:
+  if isinstance(value, float):
+    return f"{value:.6g}"
+  return value
+
+
+def write_summary(out_dir: str, name: str, scale: str, command: str, wall_seconds: float,
+                  analysis: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+  summary = {
+      "experiment": name, "scale": scale, "command": command,
+      "date": datetime.date.today().isoformat(), "hardware": hardware(),
+      "wall_seconds": round(wall_seconds, 1), "analysis": analysis, "runs": list(rows),
+  }
+  path = os.path.join(out_dir, "summary.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2, default=_json_default)
+  os.replace(tmp, path)
+  return path
+
+
+def _json_default(value: Any) -> Any:
+  if hasattr(value, "item"):
+    return value.item()
+  raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def load_summary(output_dir: str, scale: str, name: str) -> Optional[dict[str, Any]]:
+  path = os.path.join(experiment_dir(output_dir, scale, name), "summary.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+  start = time.time()
+  value = fn()
+  return value, time.time() - start
+
+
+def new_figure(panels: int = 1, width: float = 6.0):
+  """A matplotlib figure (Agg backend) with `panels` axes side by side."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, panels, figsize=(width * panels, 4), squeeze=False)
+  return fig, list(axes[0])
+
+
+def save_figure(fig, path: str) -> str:
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,237 @@
+"""Markdown tables of the paper-reproduction summaries, and publishing them for git.
+
+`results/` is not committed (runs are large); `publish` copies what the
+README, REPRODUCTION.md and `notebooks/reproduce_papers.ipynb` need (each
+experiment's summary.json, results.csv and plots) into `reproduction/`.
+
+  python -m tff_research.papers.report results/papers/paper            # print tables
+  python -m tff_research.papers.report results/papers/paper --publish reproduction
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from typing import Any, Optional, Sequence
+
+PUBLISHED_DIR = "reproduction"
+ORDER = ("fedavg_vs_fedsgd", "adaptive_optimizers", "federated_vs_centralized", "secure_cost")
+TITLES = {"fedavg_vs_fedsgd": "FedAvg vs FedSGD (Shakespeare NWP)",
+          "adaptive_optimizers": "Adaptive server optimizers, best lr each",
+          "federated_vs_centralized": "CIFG: federated vs centralized, equal example passes",
+          "secure_cost": "Plain vs secure aggregation"}
+
+
+def load_summaries(directory: str) -> dict[str, dict[str, Any]]:
+  """{experiment name: summary} for every experiment with a summary.json under `directory`."""
+  summaries = {}
+  for name in ORDER:
+    path = os.path.join(directory, name, "summary.json")
+    if os.path.isfile(path):
+      with open(path, encoding="utf-8") as f:
+        summaries[name] = json.load(f)
+  return summaries
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    if math.isnan(value):
+      return "-"
+    return f"{value:.{digits}f}"
+  return str(value)
+
+
+def _pct(value: Optional[float]) -> str:
+  return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f} %"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def fedavg_vs_fedsgd_markdown(summary: dict[str, Any]) -> str:
+  a = summary["analysis"]
+  rows = [[t["label"], t["algorithm"], t["epochs"], t["batch_size"], t["rounds"], _pct(t["best_accuracy"]),
+           t["rounds_to_target"] if t["rounds_to_target"] is not None else "not reached",
+           (">= " if t.get("speedup_is_lower_bound") else "") + _fmt(t["speedup_vs_fedsgd"], 1)
+           + ("x" if t["speedup_vs_fedsgd"] else ""), t["train_seconds"]]
+          for t in a["table"]]
+  paper = a["paper"]
+  paper_rows = [[f"McMahan et al. 2017, {k.replace('_', ' ')}", _pct(v["target_accuracy"]), v["fedsgd_rounds"],
+                 v["fedavg_rounds"], f"{v['speedup']:.1f}x"] for k, v in paper.items()]
+  return "\n\n".join([
+      ("Target accuracy (the lowest best accuracy of the FedAvg runs that learned; FedSGD never rose "
+       "above 0.1 %, so speed-ups are lower bounds over its whole budget)" if a.get("target_is_fedavg_only")
+       else "Target accuracy (the best accuracy of the best FedSGD run)")
+      + f": **{_pct(a['target_accuracy'])}**; FedSGD run compared: {a.get('fedsgd_compared')}; "
+      f"unigram baseline {_pct(a['unigram_accuracy'])}.",
+      _table(["run", "algorithm", "E", "B", "rounds", "best accuracy", "rounds to target",
+              "speed-up vs FedSGD", "train s"], rows),
+      "Paper:",
+      _table(["setting", "target", "FedSGD rounds", "FedAvg rounds", "speed-up"], paper_rows)])
+
+
+def adaptive_optimizers_markdown(summary: dict[str, Any]) -> str:
+  a = summary["analysis"]
+  rows = [[t["algorithm"], f"{t['server_lr']:.3g}", t["lr_vs_paper"], t["seeds"],
+           f"{_pct(t['accuracy_mean'])} ± {_pct(t['accuracy_std'])}", _pct(t["recall_at_3_mean"])]
+          for t in a["table"]]
+  grid = [[g["algorithm"], f"{g['server_lr']:.3g}", g["lr_vs_paper"], g["seed"], _pct(g["final_accuracy"])]
+          for g in a["grid"]]
+  ahead = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in a["adaptive_ahead_of_fedavg"].items())
+  return "\n\n".join([
+      _table(["algorithm", "server lr", "lr vs paper", "seeds", "final accuracy (mean ± std)",
+              "recall@3 (mean)"], rows),
+      f"Ranking: {' > '.join(a['ranking'])}. Adaptive method ahead of FedAvg: {ahead}. "
+      f"Unigram baseline {_pct(a['unigram_accuracy'])}.",
+      "<details><summary>learning-rate grid (seed 0)</summary>\n\n"
+      + _table(["algorithm", "server lr", "lr vs paper", "seed", "final accuracy"], grid) + "\n\n</details>"])
+
+
+def federated_vs_centralized_markdown(summary: dict[str, Any]) -> str:
+  a = summary["analysis"]
+  rows = [[t["training"], _pct(t["recall_at_1"]), _pct(t["recall_at_3"]), _fmt(t["perplexity"], 1),
+           t["train_examples"], t["train_seconds"]] for t in a["table"]]
+  rows.append(["paper: federated CIFG (Hard et al. 2018)", _pct(a["paper"]["federated_recall_at_1"]), "-", "-",
+               "-", "-"])
+  rows.append(["paper: server-trained CIFG", _pct(a["paper"]["centralized_recall_at_1"]), "-", "-", "-", "-"])
+  gap = a["recall_at_1_gap_federated_minus_centralized"]
+  return "\n\n".join([
+      _table(["training", "recall@1", "recall@3", "perplexity", "example passes", "train s"], rows),
+      f"Federated minus centralized recall@1: {100 * gap:+.2f} points (paper: "
+      f"{100 * a['paper_gap']:+.2f}). Unigram baseline {_pct(a['unigram_accuracy'])}."])
+
+
+def secure_cost_markdown(summary: dict[str, Any]) -> str:
+  a = summary["analysis"]
+  rows = [[t["aggregator"], t["bits"], _pct(t["accuracy"]), f"{t['accuracy_minus_plain_points']:+.2f}",
+           _pct(t["recall_at_3"]), _fmt(t["eval_loss"]), t["train_seconds"],
+           _fmt(t["time_vs_plain"], 2) + "x", t["values_clipped"],
+           "-" if not t["upload_bytes_per_client"] else f"{t['upload_bytes_per_client']:,}"]
+          for t in a["table"]]
+  return "\n\n".join([
+      f"Optimizer: {a['optimizer']} ({a['chosen_from']}).",
+      _table(["aggregator", "bits", "final accuracy", "vs plain (points)", "recall@3", "eval loss", "train s",
+              "time vs plain", "values clipped", "upload B/client"], rows)])
+
+
+RENDERERS = {"fedavg_vs_fedsgd": fedavg_vs_fedsgd_markdown,
+             "adaptive_optimizers": adaptive_optimizers_markdown,
+             "federated_vs_centralized": federated_vs_centralized_markdown,
+             "secure_cost": secure_cost_markdown}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+  """The tables of one experiment's summary, with its command, hardware and wall time."""
+  body = RENDERERS[summary["experiment"]](summary)
+  minutes = summary["wall_seconds"] / 60
+  return (f"{body}\n\nCommand: `{summary['command']}` ({summary['scale']} scale); "
+          f"{summary['hardware']}; wall time {minutes:.1f} min; {summary['date']}.")
+
+
+def figure_name(experiment: str) -> str:
+  return f"{experiment}.png"
+
+
+def save_figure(summary: dict[str, Any], out_dir: str) -> str:
+  """Draws `summary`'s figure into `out_dir/<experiment>.png`; returns the path."""
+  from tff_research.papers import common  # pylint: disable=g-import-not-at-top
+  return common.save_figure(plot_summary(summary), os.path.join(out_dir, figure_name(summary["experiment"])))
+
+
+def plot_summary(summary: dict[str, Any]):
+  """An experiment's figure, drawn from its summary.json alone (curves and tables); returns it."""
+  from tff_research.papers import common  # pylint: disable=g-import-not-at-top
+  a = summary["analysis"]
+  name = summary["experiment"]
+  bars = name in ("adaptive_optimizers", "federated_vs_centralized")
+  curves = a.get("curves", {})
+  if name == "adaptive_optimizers":  # seed 0 at each optimizer's chosen learning rate
+    curves = {}
+    for t in a["table"]:
+      label = f"{_optimizer_prefix(t['algorithm'])}{t['lr_vs_paper'].split('^')[1]}_seed0"
+      if label in a.get("curves", {}):
+        curves[f"{t['algorithm']} (lr {t['server_lr']:.3g})"] = a["curves"][label]
+  panels = (1 if curves else 0) + (1 if bars else 0)
+  fig, axes = common.new_figure(max(panels, 1), 6.0)
+  if bars:
+    ax = axes.pop(0)
+    if name == "adaptive_optimizers":
+      ax.bar([t["algorithm"] for t in a["table"]], [t["accuracy_mean"] for t in a["table"]],
+             yerr=[t["accuracy_std"] for t in a["table"]], capsize=4)
+      ax.set_ylabel("final accuracy (mean ± std over seeds)")
+    else:
+      names = [t["training"].split(" (")[0] for t in a["table"]]
+      xs = range(len(names))
+      ax.bar([x - 0.2 for x in xs], [t["recall_at_1"] for t in a["table"]], 0.4, label="recall@1")
+      ax.bar([x + 0.2 for x in xs], [t["recall_at_3"] for t in a["table"]], 0.4, label="recall@3")
+      ax.set_xticks(list(xs))
+      ax.set_xticklabels(names)
+      ax.legend(fontsize=8)
+    ax.axhline(a["unigram_accuracy"], ls=":", color="gray", label="unigram baseline")
+    ax.set_title(TITLES[name])
+  if curves:
+    ax = axes.pop(0)
+    for label, curve in curves.items():
+      if curve:
+        xs, ys = zip(*curve)
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
+    if "target_accuracy" in a:
+      ax.axhline(a["target_accuracy"], ls="--", color="black", lw=1, label="target")
+    ax.axhline(a["unigram_accuracy"], ls=":", color="gray", lw=1, label="unigram baseline")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (no special tokens)")
+    ax.set_title(f"{TITLES[name]}: evaluation curves" if bars else TITLES[name])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  return fig
+
+
+def _optimizer_prefix(algorithm: str) -> str:
+  from tff_research.papers import adaptive_optimizers  # pylint: disable=g-import-not-at-top
+  return next(opt for opt, spec in adaptive_optimizers.OPTIMIZERS.items() if spec[0] == algorithm) + "_lr"
+
+
+def publish(results_dir: str, out_dir: str = PUBLISHED_DIR) -> list[str]:
+  """Copies each experiment's summary.json and results.csv to `out_dir/<experiment>/` and draws its figure there."""
+  copied = []
+  for name in ORDER:
+    source = os.path.join(results_dir, name)
+    if not os.path.isfile(os.path.join(source, "summary.json")):
+      continue
+    target = os.path.join(out_dir, name)
+    os.makedirs(target, exist_ok=True)
+    for file_name in ("summary.json", "results.csv"):
+      shutil.copyfile(os.path.join(source, file_name), os.path.join(target, file_name))
+      copied.append(os.path.join(target, file_name))
+    with open(os.path.join(source, "summary.json"), encoding="utf-8") as f:
+      copied.append(save_figure(json.load(f), target))
+  return copied
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("results_dir", help="e.g. results/papers/paper or reproduction")
+  parser.add_argument("--publish", metavar="DIR", help="copy summaries, tables and plots to DIR")
+  args = parser.parse_args(argv)
+  summaries = load_summaries(args.results_dir)
+  if not summaries:
+    print(f"error: no experiment summary.json under {args.results_dir}", file=sys.stderr)
+    return 2
+  for name, summary in summaries.items():
+    print(f"## {name}\n\n{markdown(summary)}\n")
+  if args.publish:
+    for path in publish(args.results_dir, args.publish):
+      print(f"published {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
