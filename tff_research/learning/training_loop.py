@@ -4,8 +4,9 @@ Outputs of a run live in one directory (`output_dir/experiment_name/`):
   hparams.json       the configuration (a rerun with other settings is refused)
   metrics.csv        one row per round (tff.program.CSVFileReleaseManager)
   tensorboard/       the same metrics as TensorBoard events
-  checkpoints/       server state per round (tff.program.FileProgramStateManager,
-                     written atomically: see checkpoints.py)
+  checkpoints/       server state per round (round_N/state.npz through a
+                     tff.program.FileProgramStateManager subclass, written
+                     atomically: see checkpoints.py)
 
 Rerunning with the same directory continues after the latest checkpoint. The
 CSV release manager drops rows at or after the key it writes, so a round that
