@@ -188,7 +188,7 @@ def plot_summary(summary: dict[str, Any]):
     ax.axhline(a["unigram_accuracy"], ls=":", color="gray", lw=1, label="unigram baseline")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (no special tokens)")
-    ax.set_title(f"{TITLES[name]}: evaluation curves" if bars else TITLES[name])
+    ax.set_title("evaluation curves (seed 0)" if bars else TITLES[name])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   return fig
