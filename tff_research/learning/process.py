@@ -71,8 +71,8 @@ class NWPModelFn:
 
   def initial_weights(self) -> tff.learning.models.ModelWeights:
     """The seeded initial weights, in the order of the TFF model's variables."""
-    keras_model = in_eager_mode(nwp_models.build_nwp_model)(self.model_config, seed=self.seed,
-                                                     output_bias=self.output_bias)
+    build = in_eager_mode(nwp_models.build_nwp_model)
+    keras_model = build(self.model_config, seed=self.seed, output_bias=self.output_bias)
     return tff.learning.models.ModelWeights(
         trainable=[v.numpy() for v in keras_model.trainable_weights],
         non_trainable=[v.numpy() for v in keras_model.non_trainable_weights])
