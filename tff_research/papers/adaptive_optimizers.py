@@ -30,10 +30,15 @@ GRID_EXPONENTS = {"smoke": (0.0,), "paper": (-0.5, 0.0, 0.5)}
 EXTRA_SEEDS = {"smoke": (1,), "paper": (1, 2)}
 
 
+def run_label(optimizer: str, lr_exponent: float, seed: int) -> str:
+  """The run directory name of `optimizer` at 10^lr_exponent x the paper's lr with `seed`."""
+  return f"{optimizer}_lr{lr_exponent:+.1f}_seed{seed}"
+
+
 def _run(base, optimizer: str, lr_exponent: float, seed: int) -> common.PlannedRun:
   algorithm, paper_lr, epsilon = OPTIMIZERS[optimizer]
   lr = paper_lr * 10 ** lr_exponent
-  label = f"{optimizer}_lr{lr_exponent:+.1f}_seed{seed}"
+  label = run_label(optimizer, lr_exponent, seed)
   config = dataclasses.replace(base, server_optimizer=optimizer, server_learning_rate=lr,
                                server_epsilon=epsilon, client_learning_rate=CLIENT_LR, seed=seed)
   return common.PlannedRun(label, config, {"algorithm": algorithm, "server_optimizer": optimizer,

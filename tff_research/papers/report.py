@@ -154,9 +154,12 @@ def plot_summary(summary: dict[str, Any]):
   bars = name in ("adaptive_optimizers", "federated_vs_centralized")
   curves = a.get("curves", {})
   if name == "adaptive_optimizers":  # seed 0 at each optimizer's chosen learning rate
+    from tff_research.papers import adaptive_optimizers  # pylint: disable=g-import-not-at-top
+    names = {spec[0]: opt for opt, spec in adaptive_optimizers.OPTIMIZERS.items()}
     curves = {}
     for t in a["table"]:
-      label = f"{_optimizer_prefix(t['algorithm'])}{t['lr_vs_paper'].split('^')[1]}_seed0"
+      exponent = float(t["lr_vs_paper"].split("^")[1])
+      label = adaptive_optimizers.run_label(names[t["algorithm"]], exponent, 0)
       if label in a.get("curves", {}):
         curves[f"{t['algorithm']} (lr {t['server_lr']:.3g})"] = a["curves"][label]
   panels = (1 if curves else 0) + (1 if bars else 0)
@@ -192,11 +195,6 @@ def plot_summary(summary: dict[str, Any]):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   return fig
-
-
-def _optimizer_prefix(algorithm: str) -> str:
-  from tff_research.papers import adaptive_optimizers  # pylint: disable=g-import-not-at-top
-  return next(opt for opt, spec in adaptive_optimizers.OPTIMIZERS.items() if spec[0] == algorithm) + "_lr"
 
 
 def publish(results_dir: str, out_dir: str = PUBLISHED_DIR) -> list[str]:
