@@ -75,6 +75,11 @@ def main(argv=None) -> int:
                            "before the initial-weights change; for before/after figures)")
   parser.add_argument("--loop", choices=("iterator", "reduce"), default="iterator",
                       help="clients' batch loop (reduce: TFF's default, the slower behaviour before)")
+  parser.add_argument("--state_round_trip", action="store_true",
+                      help="send the server state to Python and back every round (the behaviour before the "
+                           "state was kept on the worker; for before/after figures)")
+  parser.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
+                      help="interleaved: TFF round r then Keras round r; sequential: all TFF rounds, then all Keras")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--verbose", action="store_true")
   args = parser.parse_args(argv)
@@ -100,7 +105,8 @@ def main(argv=None) -> int:
                                       initialize_in_graph=args.initialize_in_graph)
     start = time.perf_counter()
     algorithm = dataclasses.replace(config.algorithm_config(), loop=args.loop)
-    training = process.build_training_process(model_fn, algorithm)
+    training = process.build_training_process(model_fn, algorithm,
+                                              keep_state_on_worker=not args.state_round_trip)
     state = training.initialize()
     build_seconds = time.perf_counter() - start
 
@@ -110,21 +116,18 @@ def main(argv=None) -> int:
       round_data.append(data.client_datasets(ids, loop.client_spec, "train", 0, r))
     steps = [sum(1 for ds in datasets for _ in ds) for datasets in round_data]
 
-    tff_times = []
-    for datasets in round_data:
-      start = time.perf_counter()
-      state = training.next(state, datasets).state
-      tff_times.append(time.perf_counter() - start)
-
     # Plain Keras: the same clients, batches and steps, one after another.
     model = in_eager_mode(nwp_models.build_nwp_model)(model_config, seed=0)
     train_step = centralized.build_train_step(model, tf.keras.optimizers.SGD(config.client_learning_rate),
                                               data.sequence_length)
+    keras_weights = [model.get_weights()]
 
-    keras_times = []
-    global_weights = model.get_weights()
-    for datasets in round_data:
-      start = time.perf_counter()
+    def tff_round(datasets):
+      nonlocal state
+      state = training.next(state, datasets).state
+
+    def keras_round(datasets):
+      global_weights = keras_weights[0]
       deltas, total = None, 0
       for ds in datasets:
         model.set_weights(global_weights)
@@ -135,18 +138,36 @@ def main(argv=None) -> int:
         delta = [w - g for w, g in zip(model.get_weights(), global_weights)]
         deltas = delta if deltas is None else [d + n * e for d, e in zip(deltas, delta)]
         total += n
-      global_weights = [g + d / max(total, 1) for g, d in zip(global_weights, deltas)]
-      keras_times.append(time.perf_counter() - start)
+      keras_weights[0] = [g + d / max(total, 1) for g, d in zip(global_weights, deltas)]
+
+    def timed(fn, datasets):
+      start = time.perf_counter()
+      fn(datasets)
+      return time.perf_counter() - start
+
+    # Interleaved (default): round r of TFF, then round r of Keras, so that a
+    # slow spell of the machine hits both sides alike.
+    if args.order == "interleaved":
+      tff_times, keras_times = [], []
+      for datasets in round_data:
+        tff_times.append(timed(tff_round, datasets))
+        keras_times.append(timed(keras_round, datasets))
+    else:
+      tff_times = [timed(tff_round, datasets) for datasets in round_data]
+      keras_times = [timed(keras_round, datasets) for datasets in round_data]
   rss.stop()
 
   tff_steady = statistics.median(tff_times[1:]) if len(tff_times) > 1 else tff_times[0]
   keras_steady = statistics.median(keras_times[1:]) if len(keras_times) > 1 else keras_times[0]
   print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
-        f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop}")
+        f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop} "
+        f"order={args.order} state_round_trip={args.state_round_trip}")
   print(f"build_seconds={build_seconds:.2f} first_round_tff={tff_times[0]:.2f} "
         f"first_round_keras={keras_times[0]:.2f}")
   print(f"steady_round_tff_median={tff_steady:.3f} steady_round_keras_median={keras_steady:.3f} "
         f"(over {max(len(tff_times) - 1, 1)} rounds)")
+  print("tff_round_seconds=" + ",".join(f"{t:.2f}" for t in tff_times))
+  print("keras_round_seconds=" + ",".join(f"{t:.2f}" for t in keras_times))
   print(f"peak_rss_python_gb={rss.python_peak / 2**30:.2f} peak_rss_worker_gb={rss.worker_peak / 2**30:.2f}")
   print(f"round_time_ratio={tff_steady / keras_steady:.3f}")
   return 0

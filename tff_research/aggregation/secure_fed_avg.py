@@ -42,6 +42,12 @@ import tensorflow_federated as tff
 
 from tff_research.aggregation import masked_sum as masked_sum_lib
 from tff_research.aggregation import protocol as protocol_lib
+from tff_research.runtime import resident
+
+
+def _plain_call(comp, *args, keep=(), meta=None):
+  del keep, meta  # everything comes back to Python
+  return comp(*args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,7 @@ class SecureAggregationConfig:
   max_clients: int = 100            # overflow bound: clients per round
   max_client_weight: int = 2**16    # weights (num examples) are clipped to this
   loop_implementation: str = "iterator"  # clients' batch loop; see learning.process.LOOP_IMPLEMENTATIONS
+  keep_state_on_worker: bool = True  # state and masked sum stay on the TFF worker (runtime.resident)
 
   def secure_sum_config(self) -> masked_sum_lib.SecureSumConfig:
     return masked_sum_lib.SecureSumConfig(
@@ -156,7 +163,12 @@ class SecureFedAvgProcess:
       return collections.OrderedDict(state=new_state, finalizer=fin_out.measurements,
                                      clipped=decoded.clipped, weight=decoded.weight)
 
+    @tff.federated_computation(state_type)
+    def model_weights_at_server(state):
+      return state.global_model_weights
+
     self.initialize_fn = initialize_fn
+    self._model_weights_at_server = model_weights_at_server
     self.client_stage = client_stage
     self.server_stage = server_stage
     self.mask_update = mask_update
@@ -173,7 +185,7 @@ class SecureFedAvgProcess:
     n = len(client_datasets)
     if n > cfg.max_clients:
       raise ValueError(f"{n} clients this round, but max_clients={cfg.max_clients} (overflow bound)")
-    round_num = int(state.aggregator)
+    round_num = self._round_number(state)
     rng = np.random.default_rng([cfg.seed, round_num, self._attempts[round_num]])
     self._attempts[round_num] += 1
     dropped = [u for u in range(n) if rng.random() < cfg.dropout_rate]
@@ -184,13 +196,17 @@ class SecureFedAvgProcess:
       raise protocol_lib.SecureAggregationError(
           f"round {round_num}: only {len(survivors)} of {n} clients survived, below the threshold "
           f"t={rnd.threshold}: no aggregate is released")
-    out = self.client_stage(state, [client_datasets[u] for u in survivors],
-                            rnd.client_material(survivors))
+    # The state and the masked sum (model-sized) stay on the worker between the
+    # two stages and until the next round, unless keep_state_on_worker=False.
+    call = resident.call if cfg.keep_state_on_worker else _plain_call
+    out = call(self.client_stage, state, [client_datasets[u] for u in survivors],
+               rnd.client_material(survivors), keep=("state", "masked_sum"))
     if int(out["clients"]) != len(survivors):
       raise protocol_lib.SecureAggregationError(
           f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
     seeds, signs = rnd.unmask(survivors, dropped)
-    srv = self.server_stage(out["state"], out["masked_sum"], out["clients"], seeds, signs)
+    srv = call(self.server_stage, out["state"], out["masked_sum"], out["clients"], seeds, signs,
+               keep=("state",), meta={"state": {"round": round_num + 1}})
     metrics = collections.OrderedDict(
         distributor=out["distributor"], client_work=out["client_work"],
         aggregator=collections.OrderedDict(), finalizer=srv["finalizer"],
@@ -200,10 +216,19 @@ class SecureFedAvgProcess:
             neighbors=rnd.degree, threshold=rnd.threshold, round=round_num))
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
 
+  @staticmethod
+  def _round_number(state) -> int:
+    if isinstance(state, resident.Resident) and "round" in state.meta:
+      return int(state.meta["round"])
+    return int(resident.fetch(state).aggregator)
+
   def get_model_weights(self, state) -> tff.learning.models.ModelWeights:
-    return state.global_model_weights
+    if isinstance(state, resident.Resident) and state.is_remote:
+      return resident.call(self._model_weights_at_server, state)
+    return resident.fetch(state).global_model_weights
 
   def set_model_weights(self, state, weights):
+    state = resident.fetch(state)
     return tff.learning.templates.LearningAlgorithmState(
         global_model_weights=tff.learning.models.ModelWeights(
             trainable=weights.trainable, non_trainable=weights.non_trainable),

@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 from tff_research.learning import optimizers as optimizers_lib
 from tff_research.metrics import nwp_metrics
 from tff_research.models import nwp as nwp_models
+from tff_research.runtime import resident
 from tff_research.runtime.eager import in_eager_mode
 
 ALGORITHMS = ("fedavg", "fedsgd")
@@ -129,15 +130,60 @@ class AlgorithmConfig:
       optimizers_lib.build_optimizer(self.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
 
 
-def build_training_process(model_fn: ModelFn, config: AlgorithmConfig):
-  """The learning process for `config` (see module docstring for its interface)."""
-  process = _build_training_process(model_fn, config)
+class ResidentStateProcess:
+  """A `tff.learning` process whose server state stays on the TFF worker between rounds.
+
+  `next` returns the state as a `runtime.resident.Resident` handle, which the
+  next round uses where it is instead of sending the model to Python and back
+  (see runtime/resident.py for the measured cost). `get_model_weights` reads
+  only the model from the worker; `resident.fetch(state)` reads the whole
+  state (checkpoints). Same computation, same results.
+  """
+
+  def __init__(self, process):
+    self._process = process
+    state_type = process.next.type_signature.parameter[0]
+
+    @tff.federated_computation(state_type)
+    def model_weights_at_server(state):
+      return tff.federated_map(process.get_model_weights, state)
+
+    self._model_weights_at_server = model_weights_at_server
+
+  def initialize(self):
+    return self._process.initialize()
+
+  def next(self, state, client_data) -> tff.learning.templates.LearningProcessOutput:
+    return resident.call(self._process.next, state, client_data, keep=("state",))
+
+  def get_model_weights(self, state):
+    if isinstance(state, resident.Resident) and state.is_remote:
+      return resident.call(self._model_weights_at_server, state)
+    return self._process.get_model_weights(resident.fetch(state))
+
+  def set_model_weights(self, state, weights):
+    return self._process.set_model_weights(resident.fetch(state), weights)
+
+  def __getattr__(self, name):
+    return getattr(self._process, name)
+
+
+def build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True):
+  """The learning process for `config` (see module docstring for its interface).
+
+  `keep_state_on_worker` (default) keeps the server state on the TFF worker
+  between rounds (`ResidentStateProcess`); False sends it to Python and back
+  every round, as calling a `tff.learning` process directly does.
+  """
+  process = _build_training_process(model_fn, config, keep_state_on_worker)
   if isinstance(model_fn, NWPModelFn) and not model_fn.initialize_in_graph:
-    return _WithInitialWeights(process, model_fn.initial_weights())
+    process = _WithInitialWeights(process, model_fn.initial_weights())
+  if keep_state_on_worker and config.aggregator != "secure":
+    process = ResidentStateProcess(process)
   return process
 
 
-def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig):
+def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool):
   server_optimizer = optimizers_lib.build_optimizer(config.server_optimizer)
   loop = loop_implementation(config.loop)
   if config.algorithm == "fedsgd":
@@ -147,7 +193,7 @@ def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig):
   if config.aggregator == "secure":
     from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
     secure = dataclasses.replace(config.secure or secure_fed_avg.SecureAggregationConfig(),
-                                 loop_implementation=config.loop)
+                                 loop_implementation=config.loop, keep_state_on_worker=keep_state_on_worker)
     return secure_fed_avg.build_secure_weighted_fed_avg(
         model_fn, client_optimizer, server_optimizer, secure)
   return tff.learning.algorithms.build_weighted_fed_avg(

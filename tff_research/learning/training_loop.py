@@ -30,6 +30,7 @@ import tensorflow_federated as tff
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
 from tff_research.learning import process as process_lib
+from tff_research.runtime import resident
 
 CHECKPOINT_PREFIX = "round_"
 # hparams that may change between a run and its resumption.
@@ -190,7 +191,7 @@ def run_federated_training(
       _run_sync(csv_manager.release(record, key=round_num))
       _run_sync(tensorboard_manager.release(record, key=round_num))
       _inject_fault("before_checkpoint", round_num)
-      _run_sync(state_manager.save(state, round_num))
+      _run_sync(state_manager.save(resident.fetch(state), round_num))
       flat = _flatten(record)
       flat["round"] = round_num
       history.append(flat)

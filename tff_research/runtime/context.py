@@ -13,7 +13,7 @@ which splits each round's clients across them.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from tff_research.runtime import workers as workers_lib
 
@@ -25,15 +25,44 @@ _GRPC_OPTIONS = [
 ]
 
 _OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
+# The gRPC stub of the one worker behind the default context, when there is
+# exactly one (runtime.resident keeps values on it between calls).
+_SINGLE_WORKER_STUB = None
+_SINGLE_WORKER_CONTEXT = None
+_SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
 
 
-def _executor_factory(address: str, default_num_clients: int = 0):
-  """A TFF executor factory whose stacks are RemoteExecutors on `address`."""
+def on_shutdown(callback: Callable[[], None]) -> None:
+  """Calls `callback()` whenever the contexts' workers are replaced or stopped."""
+  _SHUTDOWN_CALLBACKS.append(callback)
+
+
+def single_worker_stub():
+  """The `RemoteExecutorGrpcStub` of the current context's only worker, or None.
+
+  None as well when another context (TFF's test context, say) was installed
+  over ours.
+  """
+  if _SINGLE_WORKER_STUB is None:
+    return None
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  if tff.framework.get_context_stack().current is not _SINGLE_WORKER_CONTEXT:
+    return None
+  return _SINGLE_WORKER_STUB
+
+
+def _stub_for(address: str):
   import grpc  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-
   channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  return tff.framework.RemoteExecutorGrpcStub(channel)
+
+
+def _executor_factory(address: str, default_num_clients: int = 0, stub=None):
+  """A TFF executor factory whose stacks are RemoteExecutors on `address`."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  stub = stub or _stub_for(address)
 
   def stack_fn(cardinalities):
     # The worker needs a CLIENTS cardinality even for server-only computations.
@@ -46,11 +75,11 @@ def _executor_factory(address: str, default_num_clients: int = 0):
   return tff.framework.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
 
 
-def _context_for(address: str, asynchronous: bool = False, default_num_clients: int = 0):
+def _context_for(address: str, asynchronous: bool = False, default_num_clients: int = 0, stub=None):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   kind = tff.framework.AsyncExecutionContext if asynchronous else tff.framework.SyncExecutionContext
   return kind(
-      executor_fn=_executor_factory(address, default_num_clients),
+      executor_fn=_executor_factory(address, default_num_clients, stub),
       compiler_fn=tff.backends.native.desugar_and_transform_to_native,
       transform_args=tff.tensorflow.transform_args,
       transform_result=tff.tensorflow.transform_result,
@@ -62,8 +91,16 @@ def _set_default_context(context) -> None:
   tff.framework.get_context_stack().set_default_context(context)
 
 
+def _forget_workers() -> None:
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT
+  _SINGLE_WORKER_STUB = _SINGLE_WORKER_CONTEXT = None
+  for callback in _SHUTDOWN_CALLBACKS:
+    callback()
+
+
 def shutdown() -> None:
   """Stops the workers this process started for its contexts."""
+  _forget_workers()
   while _OWNED_WORKERS:
     _OWNED_WORKERS.pop().stop()
   workers_lib.reap_stray_workers()
@@ -110,9 +147,14 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0) -> None:
 
 
 def _install(addresses: Sequence[str]) -> None:
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  _forget_workers()
   if len(addresses) == 1:
-    _set_default_context(_context_for(addresses[0]))
+    stub = _stub_for(addresses[0])
+    context = _context_for(addresses[0], stub=stub)
+    _set_default_context(context)
+    _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT = stub, context
   else:
     contexts = [_context_for(a, asynchronous=True) for a in addresses]
     tff.backends.native.set_mergeable_comp_execution_context(contexts)
