@@ -3,11 +3,13 @@ r"""How much does federation cost? FedAvg round time vs plain Keras doing the sa
   python -m benchmarks.round_overhead                 # demo preset
   python -m benchmarks.round_overhead --preset=clients50
 
-In one process, side by side: the median of `--rounds` steady FedAvg rounds of
-our training path (TFF, local worker) and of plain Keras (a `tf.function` train
-step with an input signature) running exactly the same clients, examples,
-batches and steps in sequence, resetting to the global weights for each client
-as FedAvg does. Also: process build time, first-round time, and peak RSS of
+In one process, side by side: the median of the steady FedAvg rounds (all
+but the first of `--rounds`, default 10) of our training path (TFF, local
+worker, server state kept on the worker) and of plain Keras (a `tf.function`
+train step with an input signature) running exactly the same clients,
+examples, batches and steps in sequence, resetting to the global weights for
+each client as FedAvg does. Rounds are interleaved (TFF round r, then Keras
+round r) so that a slow spell of a shared machine hits both sides alike. Also: process build time, first-round time, and peak RSS of
 this Python process and of the TFF worker. The last line is
 `round_time_ratio=<x>` (TFF median / Keras median).
 """
@@ -67,9 +69,10 @@ class PeakRss:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-  parser.add_argument("--rounds", type=int, default=6, help="rounds timed (the first is reported apart)")
+  parser.add_argument("--rounds", type=int, default=11, help="rounds timed (the first is reported apart)")
   parser.add_argument("--server_optimizer", default="sgd")
-  parser.add_argument("--max_concurrent_computation_calls", type=int, default=-1)
+  parser.add_argument("--max_concurrent_computation_calls", type=int, default=None,
+                      help="TFF worker setting (-1: no limit; default: the local runtime's)")
   parser.add_argument("--initialize_in_graph", action="store_true",
                       help="run the model's initializers inside TFF's computations (the slower behaviour "
                            "before the initial-weights change; for before/after figures)")
@@ -99,7 +102,8 @@ def main(argv=None) -> int:
   data = experiment.load_nwp_data(config, verbose=False)
   loop = config.loop_config()
   rss = PeakRss()
-  with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls):
+  with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls) as workers:
+    concurrency = workers[0].max_concurrent_computation_calls
     model_config = config.model_config(data.vocab.size)
     model_fn = process.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0,
                                       initialize_in_graph=args.initialize_in_graph)
@@ -161,7 +165,8 @@ def main(argv=None) -> int:
   keras_steady = statistics.median(keras_times[1:]) if len(keras_times) > 1 else keras_times[0]
   print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
         f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop} "
-        f"order={args.order} state_round_trip={args.state_round_trip}")
+        f"order={args.order} state_round_trip={args.state_round_trip} "
+        f"max_concurrent_computation_calls={concurrency}")
   print(f"build_seconds={build_seconds:.2f} first_round_tff={tff_times[0]:.2f} "
         f"first_round_keras={keras_times[0]:.2f}")
   print(f"steady_round_tff_median={tff_steady:.3f} steady_round_keras_median={keras_steady:.3f} "

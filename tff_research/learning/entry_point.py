@@ -32,7 +32,7 @@ def error_line(error: BaseException) -> str:
 
 def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
                              verbose: bool = False, progress: bool = True, plot: bool = True,
-                             max_concurrent_computation_calls: int = -1) -> int:
+                             max_concurrent_computation_calls: Optional[int] = None) -> int:
   """Runs one experiment from the command line; returns the process exit status."""
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   runtime.configure_logging(verbose)

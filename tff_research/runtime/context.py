@@ -107,11 +107,14 @@ def shutdown() -> None:
 
 
 def use_local_runtime(
-    max_concurrent_computation_calls: int = -1,
+    max_concurrent_computation_calls: Optional[int] = None,
     num_workers: int = 1,
     worker_log: Optional[str] = None,
 ) -> list[workers_lib.ManagedWorker]:
   """Makes TFF run on worker(s) owned by this process; returns them.
+
+  `max_concurrent_computation_calls=None` picks
+  `workers.default_max_concurrent_computation_calls()`.
 
   `num_workers > 1` starts that many local workers behind TFF's mergeable
   context (mostly useful to test the multi-worker path on one machine).

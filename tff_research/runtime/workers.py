@@ -88,19 +88,34 @@ def worker_environment() -> dict[str, str]:
   return env
 
 
+def default_max_concurrent_computation_calls() -> int:
+  """How many TF computations a local worker runs at once: 1 on up to 4 cores, else no limit (-1).
+
+  Measured on 2 cores (BENCHMARKS.md): with no limit, the 10 clients of a
+  demo round run at once, each with TF's thread pools sized for the whole
+  machine, and oversubscribe it; one at a time gave rounds about 10 % faster
+  and a worker peak about a sixth lower. Machines with more cores keep TFF's
+  default (no limit), which this machine could not measure.
+  """
+  return 1 if (os.cpu_count() or 1) <= 4 else -1
+
+
 class ManagedWorker:
   """One `worker_binary --port=N` child process, owned by this Python process."""
 
   def __init__(
       self,
       port: Optional[int] = None,
-      max_concurrent_computation_calls: int = -1,
+      max_concurrent_computation_calls: Optional[int] = None,
       grpc_max_message_length_megabytes: Optional[int] = None,
       log_path: Optional[str] = None,
       die_with_parent: bool = True,
   ):
     self.port = port or pick_free_port()
     self.address = f"127.0.0.1:{self.port}"
+    if max_concurrent_computation_calls is None:
+      max_concurrent_computation_calls = default_max_concurrent_computation_calls()
+    self.max_concurrent_computation_calls = max_concurrent_computation_calls
     args = [
         find_worker_binary(),
         f"--port={self.port}",
