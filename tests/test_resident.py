@@ -83,6 +83,19 @@ def test_call_keeps_only_the_named_results_and_accepts_handles():
   assert float(resident.call(double, parts["total"])) == 7.0  # a handle as the argument
   assert float(resident.fetch(parts["total"])) == 3.5
   assert resident.fetch(7) == 7
+  # Chained calls re-send a handle every MAX_CHAIN calls: the worker keeps a
+  # bounded history (TFF's executor holds each computed value's inputs).
+  @tff.federated_computation(tff.FederatedType(np.float32, tff.SERVER))
+  def plus_one(x):
+    return {"total": tff.federated_map(tff.tensorflow.computation(lambda v: v + 1.0, np.float32), x),
+            "other": x}
+
+  value, chains = parts["total"], []
+  for _ in range(3 * resident.MAX_CHAIN):
+    value = resident.call(plus_one, value, keep=("total",))["total"]
+    chains.append(value._chain)  # pylint: disable=protected-access
+  assert max(chains) == resident.MAX_CHAIN and chains.count(1) >= 2  # re-sent, history restarted
+  assert float(resident.fetch(value)) == 3.5 + 3 * resident.MAX_CHAIN
   with pytest.raises(KeyError, match="nope"):
     resident.call(split, kept, keep=("nope",))
 

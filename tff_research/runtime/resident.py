@@ -34,8 +34,9 @@ class Resident:
   """A computation result kept where it was computed; `fetch(handle)` reads it."""
 
   def __init__(self, value: Any, type_spec, executor=None, clients: Optional[int] = None,
-               meta: Optional[dict[str, Any]] = None):
+               meta: Optional[dict[str, Any]] = None, chain: int = 0):
     self._value = value            # a RemoteValue on `executor`, or the Python value when executor is None
+    self._chain = chain            # calls since its ancestor was sent from Python (see MAX_CHAIN)
     self.type_signature = type_spec
     self._executor = executor
     self._clients = clients
@@ -69,6 +70,14 @@ _compiled: dict[int, Any] = {}
 _comp_values: dict[tuple[int, int], Any] = {}
 # Values are freed on the worker in batches of this many dropped handles.
 _DISPOSE_BATCH = 4
+# TFF's C++ executor keeps every computed value's inputs alive as long as the
+# value lives, so a handle that is the result of a result of ... of an upload
+# holds that whole history on the worker (measured: one model-sized state per
+# round, without bound). A handle this many calls away from its upload is
+# therefore read back and sent again, which starts a fresh history: the worker
+# holds at most this many extra states, and the round trip is paid once per
+# MAX_CHAIN calls instead of every call.
+MAX_CHAIN = 4
 
 
 def _run(coroutine):
@@ -89,6 +98,9 @@ def _run(coroutine):
 def reset() -> None:
   """Forgets every executor (the workers behind them were stopped)."""
   with _lock:
+    for executor in _executors.values():
+      # Its worker is gone: handles dropped later must not try to free values there.
+      executor._executor_id = None  # pylint: disable=protected-access
     _executors.clear()
     _compiled.clear()
     _comp_values.clear()
@@ -226,10 +238,12 @@ def _replace_kept(result, result_type, keep, make):
 async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   executor = _executor_for(stub, clients)
-  values = []
+  values, chain = [], 0
   for arg, type_spec in zip(args, types):
-    if isinstance(arg, Resident) and arg._executor is executor:  # pylint: disable=protected-access
+    if (isinstance(arg, Resident) and arg._executor is executor  # pylint: disable=protected-access
+        and arg._chain < MAX_CHAIN):  # pylint: disable=protected-access
       values.append(arg._value)  # pylint: disable=protected-access
+      chain = max(chain, arg._chain)  # pylint: disable=protected-access
     else:
       python_value = await _fetch_async(arg)  # a handle of another executor: via Python
       values.append(await executor.create_value(tff.tensorflow.transform_args(python_value), type_spec))
@@ -259,7 +273,7 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
   for index, (name, type_spec) in enumerate(elements):
     selected = await executor.create_selection(result, index)
     if name in keep:
-      parts.append((name, Resident(selected, type_spec, executor, clients, meta.get(name))))
+      parts.append((name, Resident(selected, type_spec, executor, clients, meta.get(name), chain + 1)))
     else:
       parts.append((name, _to_python(await selected.compute(), type_spec)))
   return _assemble(parts, result_type)
