@@ -174,6 +174,8 @@ def main(argv=None) -> int:
   print("tff_round_seconds=" + ",".join(f"{t:.2f}" for t in tff_times))
   print("keras_round_seconds=" + ",".join(f"{t:.2f}" for t in keras_times))
   print(f"peak_rss_python_gb={rss.python_peak / 2**30:.2f} peak_rss_worker_gb={rss.worker_peak / 2**30:.2f}")
+  if len(tff_times) > 1:  # less sensitive to one slow round than the medians
+    print(f"steady_rounds_sum_ratio={sum(tff_times[1:]) / sum(keras_times[1:]):.3f}")
   print(f"round_time_ratio={tff_steady / keras_steady:.3f}")
   return 0
 

@@ -14,6 +14,9 @@ except that the named result elements in `keep` are not sent back: they come
 back as `Resident` handles, and a handle passed as an argument to the next
 call is used where it is, on the worker. `fetch(x)` brings a handle's value to
 Python (a checkpoint, an evaluation) and returns any other value unchanged.
+TFF's C++ executor keeps the inputs of every computed value alive, so a
+handle is re-sent from Python every `MAX_CHAIN` calls: the worker then holds
+at most that many extra states (without it: one more per round, unbounded).
 
 The computation, its compiler (`tff.backends.native.desugar_and_transform_to_native`)
 and the executor stack are TFF's, so results are bit-identical to calling the
