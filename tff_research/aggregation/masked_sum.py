@@ -181,16 +181,17 @@ class Quantizer:
         u = tf.random.stateless_uniform(
             tf.shape(y), seed=tf.random.experimental.stateless_fold_in(rounding_seed, i),
             dtype=tf.float32, alg=PRG_ALG)
-        q = tf.cast(floor, tf.int64) + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.int64)
+        q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
       else:
         x = tf.cast(x, tf.int64)
         out = tf.abs(x) > self.int_clip
         q = tf.clip_by_value(x, -self.int_clip, self.int_clip)
       clipped += tf.reduce_sum(tf.cast(out, tf.int64))
-      parts.append(q)
-    parts.append(tf.reshape(tf.minimum(clipped, self.count_cap), [1]))
-    q = tf.concat(parts, axis=0)
-    return tf.cast(tf.math.floormod(q, self.modulus), tf.uint32)
+      # int64 -> uint32 keeps the low 32 bits: q mod 2^32 (two's complement),
+      # the same as floormod(q, 2^32) without an int64 division per value.
+      parts.append(tf.cast(q, tf.uint32))
+    parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
+    return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
 
   def _reduce(self, v: tf.Tensor) -> tf.Tensor:
     if self.bits == 32:
