@@ -21,13 +21,14 @@ What runs where:
   unmatched pairwise masks, map Z_{2^b} back to signed integers, dequantize.
 
 PRG: `tf.random.stateless_uniform(..., dtype=uint64, alg="philox")`, each
-64-bit word split into two uint32, with the 128-bit seed as two int64 words. TF scrambles the two words with one
-Philox-4x32 block (a bijection of the 128 bits under a fixed key) into the
-generator's 64-bit key and the upper 64 bits of its 128-bit counter, so every
-one of the 128 bits changes the stream (`tests/aggregation` checks each bit)
-and distinct seeds give distinct streams. Philox-4x32-10 is a strong
-counter-based PRG but not a cryptographic one; a deployment would expand
-seeds with AES-CTR or ChaCha20. It is what a TF graph on the worker offers.
+64-bit word split into two uint32, with the 128-bit seed as two int64 words.
+TF scrambles the two words with one Philox-4x32 block (a bijection of the 128
+bits under a fixed key) into the generator's 64-bit key and the upper 64 bits
+of its 128-bit counter, so every one of the 128 bits changes the stream
+(`tests/aggregation` checks each bit) and distinct seeds give distinct
+streams. Philox-4x32-10 is a strong counter-based PRG but not a cryptographic
+one; a deployment would expand seeds with AES-CTR or ChaCha20. It is what a TF
+graph on the worker offers.
 
 No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
 2^(b-1) so the signed sum is recovered exactly; `SecureSumConfig` is checked

@@ -162,23 +162,17 @@ async def _fetch_async(value: Any) -> Any:
 
 
 def _clients_of(args: Iterable[Any], types) -> Optional[int]:
-  """CLIENTS cardinality of the Python arguments, or of the handles' executor."""
+  """CLIENTS cardinality of the call: from its Python arguments, else from its handles."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  found = set()
-  for arg, type_spec in zip(args, types):
-    if isinstance(arg, Resident):
-      if arg.is_remote and arg._clients is not None:  # pylint: disable=protected-access
-        found.add(arg._clients)  # pylint: disable=protected-access
-    elif isinstance(type_spec, tff.FederatedType) and type_spec.placement == tff.CLIENTS \
-        and not type_spec.all_equal:
-      found.add(len(arg))
-  if len(found) > 1:
-    # Handles from an executor of another cardinality get fetched and re-sent.
-    python_counts = {len(a) for a, t in zip(args, types) if not isinstance(a, Resident)
-                     and isinstance(t, tff.FederatedType) and t.placement == tff.CLIENTS
-                     and not t.all_equal}
-    return python_counts.pop() if len(python_counts) == 1 else None
-  return found.pop() if found else None
+  from_python = {len(arg) for arg, t in zip(args, types)
+                 if not isinstance(arg, Resident) and isinstance(t, tff.FederatedType)
+                 and t.placement == tff.CLIENTS and not t.all_equal}
+  if from_python:
+    return from_python.pop() if len(from_python) == 1 else None
+  # (a handle of an executor of another cardinality is fetched and re-sent)
+  from_handles = {arg._clients for arg in args  # pylint: disable=protected-access
+                  if isinstance(arg, Resident) and arg.is_remote and arg._clients is not None}  # pylint: disable=protected-access
+  return from_handles.pop() if len(from_handles) == 1 else None
 
 
 def call(comp, *args: Any, keep: Iterable[str] = (), meta: Optional[dict[str, dict[str, Any]]] = None):
@@ -217,25 +211,20 @@ def _call_in_context(comp, args, keep, meta, result_type):
   result = comp(*[fetch(a) for a in args])
   if not keep:
     return result
-  return _replace_kept(result, result_type, keep, lambda name, value, type_spec: Resident(
-      value, type_spec, meta=meta.get(name)))
+  names = _result_names(result_type, keep)
+  values = [result[n] if isinstance(result, dict) else getattr(result, n) for n in names]
+  return _assemble([(n, Resident(v, result_type[n], meta=meta.get(n)) if n in keep else v)
+                    for n, v in zip(names, values)], result_type)
 
 
-def _replace_kept(result, result_type, keep, make):
+def _result_names(result_type, keep) -> list[str]:
+  """The result's element names, checking that `keep` names some of them."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   names = [name for name, _ in tff.structure.iter_elements(result_type)]
   missing = set(keep) - set(names)
   if missing:
     raise KeyError(f"keep={sorted(missing)}: not in the result type {result_type}")
-  if isinstance(result, dict):
-    for name in keep:
-      result[name] = make(name, result[name], result_type[name])
-    return result
-  # attrs / namedtuple containers (e.g. LearningProcessOutput)
-  if hasattr(result, "_replace"):
-    return result._replace(**{name: make(name, getattr(result, name), result_type[name]) for name in keep})
-  import attrs  # pylint: disable=g-import-not-at-top
-  return attrs.evolve(result, **{name: make(name, getattr(result, name), result_type[name]) for name in keep})
+  return names
 
 
 async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients):
@@ -267,13 +256,9 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
   result = await executor.create_call(comp_value, arg_value)
   if not keep:
     return _to_python(await result.compute(), result_type)
-  elements = list(tff.structure.iter_elements(result_type))
-  names = [name for name, _ in elements]
-  missing = set(keep) - set(names)
-  if missing:
-    raise KeyError(f"keep={sorted(missing)}: not in the result type {result_type}")
   parts = []
-  for index, (name, type_spec) in enumerate(elements):
+  for index, name in enumerate(_result_names(result_type, keep)):
+    type_spec = result_type[index]
     selected = await executor.create_selection(result, index)
     if name in keep:
       parts.append((name, Resident(selected, type_spec, executor, clients, meta.get(name), chain + 1)))
@@ -290,9 +275,7 @@ def _assemble(parts, result_type):
     return tff.structure.Struct(parts)
   if issubclass(container, dict):
     return container(parts)
-  if hasattr(container, "_fields"):  # namedtuple
-    return container(**dict(parts))
-  try:
+  try:  # namedtuples, attrs classes (e.g. LearningProcessOutput)
     return container(**dict(parts))
   except TypeError:
     return container(value for _, value in parts)
