@@ -7,7 +7,6 @@ sum-then-finalize aggregation gives the exact pooled value over clients.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Sequence
 
 import tensorflow as tf
@@ -15,9 +14,10 @@ import tensorflow as tf
 # Per-graph memo of what the loss and the metrics compute from the same
 # (labels, logits) tensors: in a training step the per-token cross-entropy
 # over the 10k-way softmax is as costly as the metrics together (8.6 ms of a
-# ~90 ms demo step, measured), and TF does not merge the identical ops. Keyed
-# by the graph, so it lives exactly as long as the traced function.
-_SHARED: "weakref.WeakKeyDictionary[tf.Graph, dict]" = weakref.WeakKeyDictionary()
+# ~90 ms demo step, measured), and TF does not merge the identical ops. Kept
+# as an attribute of the graph, so it lives exactly as long as the graph (a
+# weak-keyed dict would not do: its values refer to the graph's tensors).
+_MEMO_ATTR = "_tff_research_nwp_memo"
 
 
 def _shared(name: str, y_true, y_pred, compute: Callable[[], tf.Tensor]) -> tf.Tensor:
@@ -27,7 +27,10 @@ def _shared(name: str, y_true, y_pred, compute: Callable[[], tf.Tensor]) -> tf.T
   graph = tf.compat.v1.get_default_graph()
   if y_pred.graph is not graph or getattr(y_true, "graph", graph) is not graph:
     return compute()  # inputs captured from an outer graph: no reuse across graphs
-  memo = _SHARED.setdefault(graph, {})
+  memo = getattr(graph, _MEMO_ATTR, None)
+  if memo is None:
+    memo = {}
+    setattr(graph, _MEMO_ATTR, memo)
   key = (name, id(y_true), id(y_pred))
   hit = memo.get(key)
   if hit is None or hit[0] is not y_true or hit[1] is not y_pred:
