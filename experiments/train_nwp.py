@@ -76,7 +76,7 @@ flags.DEFINE_enum("preset", None, list(presets.PRESETS),
 flags.DEFINE_string("workers", None, "comma-separated host:port of TFF workers "
                     "(python -m tff_research.runtime.worker); default: a local worker")
 flags.DEFINE_integer("max_concurrent_computation_calls", None,
-                     "TFF worker setting (-1: no limit; default: 1 on up to 4 cores, else no limit)")
+                     "TFF worker setting (-1: no limit; default: one per core, each on one core, on up to 4 cores; else no limit)")
 flags.DEFINE_bool("verbose", False, "show TensorFlow/TFF's own logs")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.DEFINE_bool("plot", True, "write learning_curve.png into the run directory")

@@ -82,16 +82,37 @@ def test_bad_worker_address_is_rejected():
     runtime.use_remote_workers(["localhost"])
 
 
-def test_workers_keep_large_tensors_in_mmap_unless_told_otherwise(monkeypatch):
+def test_workers_get_one_malloc_arena_unless_told_otherwise(monkeypatch):
   from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
-  monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-  monkeypatch.delenv("TFF_RESEARCH_WORKER_MALLOC", raising=False)
-  assert workers.worker_environment()["MALLOC_MMAP_THRESHOLD_"] == "131072"
-  monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-  assert workers.worker_environment()["MALLOC_MMAP_THRESHOLD_"] == "65536"
-  monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+  for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "TFF_RESEARCH_WORKER_MALLOC"):
+    monkeypatch.delenv(name, raising=False)
+  assert workers.worker_environment()["MALLOC_ARENA_MAX"] == "1"
+  monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+  assert workers.worker_environment()["MALLOC_ARENA_MAX"] == "4"
+  monkeypatch.delenv("MALLOC_ARENA_MAX")
+  monkeypatch.setenv("TFF_RESEARCH_WORKER_MALLOC", "mmap")
+  env = workers.worker_environment()
+  assert env["MALLOC_MMAP_THRESHOLD_"] == "131072" and "MALLOC_ARENA_MAX" not in env
   monkeypatch.setenv("TFF_RESEARCH_WORKER_MALLOC", "glibc")
-  assert "MALLOC_MMAP_THRESHOLD_" not in workers.worker_environment()
+  env = workers.worker_environment()
+  assert "MALLOC_MMAP_THRESHOLD_" not in env and "MALLOC_ARENA_MAX" not in env
+  monkeypatch.setenv("TFF_RESEARCH_WORKER_MALLOC", "jemalloc")
+  with pytest.raises(workers.WorkerError, match="TFF_RESEARCH_WORKER_MALLOC='jemalloc' is not one of"):
+    workers.worker_environment()
+
+
+def test_concurrent_computations_share_the_cores_between_them(monkeypatch):
+  from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+  monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
+  assert workers.default_max_concurrent_computation_calls() == 2
+  assert workers.worker_environment(2)["TF_NUM_INTRAOP_THREADS"] == "1"
+  assert workers.worker_environment(1)["TF_NUM_INTRAOP_THREADS"] == "2"
+  assert "TF_NUM_INTRAOP_THREADS" not in workers.worker_environment(-1)
+  monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+  assert workers.worker_environment(2)["TF_NUM_INTRAOP_THREADS"] == "3"
+  monkeypatch.setattr(workers.os, "cpu_count", lambda: 16)
+  assert workers.default_max_concurrent_computation_calls() == -1
 
 
 def test_a_started_worker_gets_that_environment():
@@ -100,7 +121,7 @@ def test_a_started_worker_gets_that_environment():
   try:
     with open(f"/proc/{worker.pid}/environ", "rb") as f:
       environ = f.read().split(b"\0")
-    assert any(e.startswith(b"MALLOC_MMAP_THRESHOLD_=") for e in environ)
+    assert any(e.startswith(b"MALLOC_ARENA_MAX=") for e in environ)
   finally:
     worker.stop()
   assert not worker.is_running()

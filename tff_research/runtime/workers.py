@@ -65,39 +65,64 @@ def _die_with_parent() -> None:
     pass
 
 
-# glibc's malloc raises its mmap threshold after large frees (up to 32 MB), so
-# the worker's model-sized tensors (tens of MB, allocated and freed for every
-# client) end up in heap arenas that fragment and never shrink: over 50 demo
-# rounds the worker's peak grew 1.41 -> 1.87 GB (+32 %). A fixed threshold
-# keeps them in mmap, returned to the system on free: 1.25 -> 1.36 GB (+8.5 %)
-# and a lower peak (BENCHMARKS.md). A value already in the environment wins;
-# TFF_RESEARCH_WORKER_MALLOC=glibc keeps glibc's defaults (for comparisons).
+# How the worker's glibc malloc is set up, chosen with TFF_RESEARCH_WORKER_MALLOC
+# (measured on the demo round, BENCHMARKS.md "Fourth session"):
 #
-# Fresh mmaps cost a page fault per 4 KB page, each zeroed by the kernel: about
-# a fifth of the worker's time in an empty-data round. glibc's hugetlb tunable
-# (2.35+; ignored by older glibc) asks for transparent huge pages on them,
-# which the kernel grants in its default "madvise" mode: 512x fewer faults.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+# * "arena1" (default): MALLOC_ARENA_MAX=1. With glibc's defaults TF's many
+#   threads spread the per-client, model-sized tensors over up to 8 arenas
+#   per core that fragment and never shrink (worker peak 1.11 -> 1.36 GB over
+#   50 rounds, still rising); one arena keeps the heap's holes reusable (0.98
+#   -> 1.14 GB, flat over the last 20 rounds), and tensors up to 32 MB still
+#   come from the heap, already mapped, so rounds stay fast.
+# * "mmap": the earlier default, MALLOC_MMAP_THRESHOLD_=131072 with huge pages:
+#   every tensor over 128 KB is a fresh mmap that the kernel zeroes page by
+#   page (2-3x the kernel time of "arena1"; rounds 5-10 % slower), for a
+#   similar peak.
+# * "glibc": glibc's own defaults (for comparisons).
+#
+# A variable already in the environment wins over the profile's.
+WORKER_MALLOC_PROFILES = {
+    "arena1": {"MALLOC_ARENA_MAX": "1"},
+    "mmap": {"MALLOC_MMAP_THRESHOLD_": "131072", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "glibc": {},
+}
+DEFAULT_WORKER_MALLOC = "arena1"
 
 
-def worker_environment() -> dict[str, str]:
+def worker_environment(max_concurrent_computation_calls: int = -1) -> dict[str, str]:
+  """The environment a local worker starts with: ours, its malloc profile, its TF threads.
+
+  With a limit of N concurrent computations on a machine of C cores, each
+  computation gets C // N intra-op threads (TF_NUM_INTRAOP_THREADS), so that
+  together they fill the cores without oversubscribing them.
+  """
   env = dict(os.environ)
-  if env.get("TFF_RESEARCH_WORKER_MALLOC") != "glibc":
-    for key, value in WORKER_MALLOC_ENV.items():
-      env.setdefault(key, value)
+  profile = env.get("TFF_RESEARCH_WORKER_MALLOC") or DEFAULT_WORKER_MALLOC
+  if profile not in WORKER_MALLOC_PROFILES:
+    raise WorkerError(f"TFF_RESEARCH_WORKER_MALLOC={profile!r} is not one of: "
+                      f"{', '.join(WORKER_MALLOC_PROFILES)}")
+  for key, value in WORKER_MALLOC_PROFILES[profile].items():
+    env.setdefault(key, value)
+  if max_concurrent_computation_calls > 0:
+    threads = max(1, (os.cpu_count() or 1) // max_concurrent_computation_calls)
+    env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
   return env
 
 
 def default_max_concurrent_computation_calls() -> int:
-  """How many TF computations a local worker runs at once: 1 on up to 4 cores, else no limit (-1).
+  """How many TF computations a local worker runs at once: one per core on up to 4 cores, else no limit (-1).
 
   Measured on 2 cores (BENCHMARKS.md): with no limit, the 10 clients of a
   demo round run at once, each with TF's thread pools sized for the whole
-  machine, and oversubscribe it; one at a time gave rounds about 10 % faster
-  and a worker peak about a sixth lower. Machines with more cores keep TFF's
-  default (no limit), which this machine could not measure.
+  machine, and oversubscribe it. One computation at a time with two threads
+  was about 10 % faster than that; two at a time with one thread each
+  (`worker_environment`) about 8 % faster again, with the same results bit
+  for bit: a client's small LSTM ops use one core better than two. Machines
+  with more cores keep TFF's default (no limit), which this machine could not
+  measure.
   """
-  return 1 if (os.cpu_count() or 1) <= 4 else -1
+  cores = os.cpu_count() or 1
+  return cores if cores <= 4 else -1
 
 
 class ManagedWorker:
@@ -135,7 +160,7 @@ class ManagedWorker:
         stderr=self._log,
         preexec_fn=_die_with_parent if die_with_parent else None,
         close_fds=True,
-        env=worker_environment(),
+        env=worker_environment(max_concurrent_computation_calls),
     )
     _register(self)
 
