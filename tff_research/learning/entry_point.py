@@ -6,9 +6,7 @@ exit status 2, never a stack trace. Everything already checkpointed stays.
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Optional
 
 from tff_research.learning.config import ExperimentConfig
@@ -32,13 +30,6 @@ def error_line(error: BaseException) -> str:
   return text[0] if text else type(error).__name__
 
 
-def _on_sigint(signum, frame) -> None:
-  training_loop = sys.modules.get("tff_research.learning.training_loop")  # no imports in a handler
-  if training_loop is not None:
-    training_loop.STOP_REQUESTED.set()
-  signal.default_int_handler(signum, frame)
-
-
 def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
                              verbose: bool = False, progress: bool = True, plot: bool = True,
                              max_concurrent_computation_calls: Optional[int] = None) -> int:
@@ -51,15 +42,8 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     print(f"error: {error_line(e)}", file=sys.stderr)
     return EXIT_USAGE
   rounds_done = None
-  # Ctrl-C also sets a flag the training loop checks between rounds (only
-  # where Python's own handler is installed: background jobs keep ignoring it).
-  handle_sigint = (threading.current_thread() is threading.main_thread()
-                   and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-  if handle_sigint:
-    signal.signal(signal.SIGINT, _on_sigint)
   try:
-    from tff_research.learning import experiment, training_loop  # pylint: disable=g-import-not-at-top
-    training_loop.STOP_REQUESTED.clear()
+    from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
     if workers:
       runtime.use_remote_workers(workers.split(","))
@@ -76,8 +60,6 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     return EXIT_USAGE
   finally:
     runtime.shutdown()
-    if handle_sigint:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
   final = result.run.final_eval
   print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
   print(f"Final test accuracy (without pad/OOV/BOS/EOS) on {config.eval_clients or 'all'} test clients: "

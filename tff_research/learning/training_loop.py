@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -36,11 +35,6 @@ from tff_research.runtime import resident
 CHECKPOINT_PREFIX = "round_"
 # hparams that may change between a run and its resumption.
 RESUMABLE_KEYS = ("rounds", "eval_every", "verbose", "progress")
-
-# Set by the command line's SIGINT handler (learning.entry_point). A
-# KeyboardInterrupt raised while Python runs a finalizer or a callback is
-# printed and dropped, so the loop also checks this flag between rounds.
-STOP_REQUESTED = threading.Event()
 
 
 class RunConfigError(ValueError):
@@ -181,8 +175,6 @@ def run_federated_training(
     bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True)
   try:
     for round_num in rounds:
-      if STOP_REQUESTED.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed (e.g. by a finalizer)
-        raise KeyboardInterrupt
       round_start = time.time()
       client_ids = sample_clients(train_ids, config.clients_per_round, config.seed, round_num)
       datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
