@@ -105,10 +105,10 @@ def test_server_view_uniform_and_input_independent(bits):
     views = ss.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
     assert len(views) == 4
     for view in views:
-      assert _uniform_over_ring(view[:-1], bits, x), f"masked {name} not uniform (bits={bits})"
+      assert _uniform_over_ring(view[:D_VIEW], bits, x), f"masked {name} not uniform (bits={bits})"
     # The same tests reject what the server would see with masking switched off.
     raw = ss.client_encode(x, material[0])
-    assert not _uniform_over_ring(raw[:-1], bits, x), f"unmasked {name} passed the uniformity test"
+    assert not _uniform_over_ring(raw[:D_VIEW], bits, x), f"unmasked {name} passed the uniformity test"
     # and the standalone client computation gives what the federated one delivered
     np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
 
@@ -170,3 +170,32 @@ def test_out_of_range_values_clipped_and_counted():
   result = ss([x, x, x])
   assert result.clipped == 9
   np.testing.assert_allclose(result.value, 3 * np.array([-2, -2, 0, 1.5, 2, 0]), atol=3 * ss.quantizer.step)
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.float32, 2.0**10), (np.float64, 2.0**10), (np.float32, 1000.0)])
+def test_stochastic_rounding_unbiased_both_signs_and_clip_at_c(dtype, scale):
+  """float32 leaves at a power-of-two scale are quantized in 4-byte arithmetic,
+  the rest in float64: the same rules for both."""
+  d = 20000
+  clip = 0.1  # not a float32: float32 leaves clip at the largest float32 <= 0.1
+  ss = build_secure_sum(tff.TensorType(dtype, [d]), 4, SecureSumConfig(clip=clip, scale=scale))
+  q = ss.quantizer
+  material = ss.new_round(4, 0).client_material()[0]
+  for frac in (0.25, 0.75):
+    for sign in (1, -1):
+      x = np.full(d, sign * (3 + frac) / q.scale, dtype)  # 3.25 or 3.75 steps, either sign
+      words = np.asarray(ss.client_encode(x, material), np.uint32)[:d].view(np.int32)
+      assert set(np.unique(words)) == {sign * 3, sign * 4}
+      # E[q] = x * s: the mean is within 5 standard errors of 3 + frac
+      assert abs(np.mean(np.abs(words)) - (3 + frac)) < 5 * np.sqrt(frac * (1 - frac) / d)
+  tiny = np.full(d, -1e-30, dtype)  # far below a step: rounds to 0 (or -1 with negligible odds)
+  assert np.all(np.asarray(ss.client_encode(tiny, material), np.uint32)[:d] == 0)
+  edge = np.array([clip, -clip, 0.2, np.nan] + [0.0] * (d - 4), dtype)
+  words = np.asarray(ss.client_encode(edge, material), np.uint32)
+  counter = int(words[q.payload_dim - 1])
+  assert counter == (2 if dtype == np.float64 else 4)  # 0.2, NaN; float32(+-0.1) lie beyond 0.1
+  fast = dtype == np.float32 and q._scale_is_power_of_two  # pylint: disable=protected-access
+  assert fast == (dtype == np.float32 and scale == 2.0**10)
+  top = int(np.floor((q.clip32 if fast else clip) * q.scale))
+  assert abs(int(words[0:1].view(np.int32)[0])) in (top, top + 1)
+  assert int(words[3:4].view(np.int32)[0]) == 0  # NaN -> 0

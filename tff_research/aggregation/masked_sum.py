@@ -7,8 +7,11 @@ What runs where:
   vector; clip float leaves to [-c, c] and integer leaves to
   [-int_clip, int_clip] (non-finite values become 0), counting what was
   clipped; quantize floats to fixed point with scale s and unbiased
-  stochastic rounding; append the clipped count as one more coordinate (so
-  it, too, is summed securely); map to Z_{2^b} and add the self mask
+  stochastic rounding (float32 leaves in 4-byte arithmetic, exactly; see
+  `Quantizer._quantize_float32`); append the clipped count as one more
+  coordinate (so it, too, is summed securely) and a 0 if that makes the
+  length odd (every mask is then whole 64-bit PRG words); map to Z_{2^b} and
+  add the self mask
   PRG(b_u) and the pairwise masks +PRG(s_uv) (u < v) / -PRG(s_uv) (u > v)
   for each neighbour v, all in uint32 arithmetic (which wraps mod 2^32 on
   TFF's runtime) and reduced mod 2^b. The seeds are CLIENTS-placed inputs
@@ -84,11 +87,13 @@ def _prg(seed: tf.Tensor, size: int) -> tf.Tensor:
   """`size` pseudo-random uint32 words from a 128-bit seed (two int64 words).
 
   Drawn as 64-bit words and split in two: the same Philox stream family,
-  about a fifth faster per word than drawing uint32 (BENCHMARKS.md).
+  about a fifth faster per word than drawing uint32 (BENCHMARKS.md). For an
+  even `size` (every `Quantizer.dim`) there is no trailing slice to copy.
   """
   words = tf.random.stateless_uniform([(size + 1) // 2], seed=seed, minval=None, maxval=None,
                                       dtype=tf.uint64, alg=PRG_ALG)
-  return tf.reshape(tf.bitcast(words, tf.uint32), [-1])[:size]
+  stream = tf.reshape(tf.bitcast(words, tf.uint32), [-1])
+  return stream if size % 2 == 0 else stream[:size]
 
 
 def _signed_prg_sum(acc: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor, size: int) -> tf.Tensor:
@@ -126,13 +131,19 @@ class Quantizer:
       if not (np.issubdtype(leaf.dtype, np.floating) or np.issubdtype(leaf.dtype, np.integer)):
         raise ValueError(f"secure sum supports float and integer tensors, got {leaf}")
     self.sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in self.leaves]
-    self.dim = sum(self.sizes) + 1  # + the clipped-values counter
+    self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
+    # An even length lets every mask be drawn as whole 64-bit Philox words
+    # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
+    self.dim = self.payload_dim + self.payload_dim % 2
     self.num_clients = int(num_clients)
     self.bits = int(config.bits)
     if not 2 <= self.bits <= 32:
       raise ValueError(f"bits must be in [2, 32], got {self.bits}")
     self.modulus = 2**self.bits
     self.clip = float(config.clip)
+    # The largest float32 <= c: float32 leaves are clipped there (the same thing).
+    clip32 = np.float32(self.clip)
+    self.clip32 = float(clip32 if float(clip32) <= self.clip else np.nextafter(clip32, np.float32(0)))
     self.int_clip = int(config.int_clip)
     if self.clip <= 0 or self.int_clip < 0:
       raise ValueError("clip must be > 0 and int_clip >= 0")
@@ -159,6 +170,9 @@ class Quantizer:
       raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
                        f"for bits={self.bits}")
     self.count_cap = limit // n  # the clipped counter saturates here
+    mantissa, _ = math.frexp(self.scale)
+    # x * s is exact in float32 only for a power-of-two scale (the default).
+    self._scale_is_power_of_two = mantissa == 0.5 and 2.0**-100 < self.scale < 2.0**100
 
   @property
   def step(self) -> float:
@@ -171,28 +185,57 @@ class Quantizer:
     for i, (leaf, x) in enumerate(zip(self.leaves, tf.nest.flatten(value))):
       x = tf.reshape(x, [-1])
       if np.issubdtype(leaf.dtype, np.floating):
-        x = tf.cast(x, tf.float64)
-        finite = tf.math.is_finite(x)
-        x = tf.where(finite, x, tf.zeros_like(x))
-        out = tf.logical_or(tf.logical_not(finite), tf.abs(x) > self.clip)
-        y = tf.clip_by_value(x, -self.clip, self.clip) * self.scale
-        floor = tf.floor(y)
         # Rounding draws in float32 (half the Philox words of float64): P(round
         # up) = ceil(frac * 2^23) / 2^23, unbiased to within 2^-23 of a step.
-        u = tf.random.stateless_uniform(
-            tf.shape(y), seed=tf.random.experimental.stateless_fold_in(rounding_seed, i),
-            dtype=tf.float32, alg=PRG_ALG)
-        q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
+        seed = tf.random.experimental.stateless_fold_in(rounding_seed, i)
+        if leaf.dtype == np.float32 and self._scale_is_power_of_two:
+          q, out = self._quantize_float32(x, seed)
+        else:
+          q, out = self._quantize_float64(x, seed)
       else:
         x = tf.cast(x, tf.int64)
         out = tf.abs(x) > self.int_clip
-        q = tf.clip_by_value(x, -self.int_clip, self.int_clip)
+        # int64 -> uint32 keeps the low 32 bits: q mod 2^32 (two's complement),
+        # the same as floormod(q, 2^32) without an int64 division per value.
+        q = tf.cast(tf.clip_by_value(x, -self.int_clip, self.int_clip), tf.uint32)
       clipped += tf.reduce_sum(tf.cast(out, tf.int64))
-      # int64 -> uint32 keeps the low 32 bits: q mod 2^32 (two's complement),
-      # the same as floormod(q, 2^32) without an int64 division per value.
-      parts.append(tf.cast(q, tf.uint32))
+      parts.append(q)
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
+    parts.append(tf.zeros([self.dim - self.payload_dim], tf.uint32))  # pad to an even length
     return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
+
+  def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """float32 leaf -> (q mod 2^32 as uint32, out-of-range mask), all in 4-byte arithmetic.
+
+    Exact without float64: no float32 lies in (clip32, c], so clipping at
+    clip32 is clipping at c; y = x * s is exact (s is a power of two); the
+    magnitude |y| is rounded stochastically and the sign put back, which is
+    as unbiased as rounding y itself, and a - floor(a) is exact for a >= 0
+    (unlike y - floor(y) for small negative y). |q| < 2^31 by the overflow
+    rule, so the int32 cast is exact.
+    """
+    kept = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+    kept = tf.clip_by_value(kept, -self.clip32, self.clip32)
+    out = tf.not_equal(kept, x)  # out of range, +-inf or NaN
+    y = kept * tf.constant(self.scale, tf.float32)
+    a = tf.abs(y)
+    floor = tf.floor(a)
+    u = tf.random.stateless_uniform(tf.shape(a), seed=seed, dtype=tf.float32, alg=PRG_ALG)
+    magnitude = floor + tf.cast(u < a - floor, tf.float32)
+    q = tf.cast(tf.where(y < 0, -magnitude, magnitude), tf.int32)
+    return tf.bitcast(q, tf.uint32), out
+
+  def _quantize_float64(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Other float leaves, or any scale that is not a power of two: in float64."""
+    x = tf.cast(x, tf.float64)
+    finite = tf.math.is_finite(x)
+    x = tf.where(finite, x, tf.zeros_like(x))
+    out = tf.logical_or(tf.logical_not(finite), tf.abs(x) > self.clip)
+    y = tf.clip_by_value(x, -self.clip, self.clip) * self.scale
+    floor = tf.floor(y)
+    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
+    q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
+    return tf.cast(q, tf.uint32), out  # low 32 bits: q mod 2^32
 
   def _reduce(self, v: tf.Tensor) -> tf.Tensor:
     if self.bits == 32:
@@ -223,7 +266,7 @@ class Quantizer:
       if np.issubdtype(leaf.dtype, np.floating):
         part = tf.cast(part, tf.float64) / self.scale
       leaves.append(tf.reshape(tf.cast(part, leaf.dtype), leaf.shape))
-    return tf.nest.pack_sequence_as(self.template, leaves), signed[-1]
+    return tf.nest.pack_sequence_as(self.template, leaves), signed[self.payload_dim - 1]
 
   def upload_bytes(self) -> int:
     """Bytes of one masked vector packed at b bits per coordinate."""
