@@ -223,9 +223,8 @@ class SecureFedAvgProcess:
     return int(resident.fetch(state).aggregator)
 
   def get_model_weights(self, state) -> tff.learning.models.ModelWeights:
-    if isinstance(state, resident.Resident) and state.is_remote:
-      return resident.call(self._model_weights_at_server, state)
-    return resident.fetch(state).global_model_weights
+    return resident.read_model_weights(state, self._model_weights_at_server,
+                                       lambda s: s.global_model_weights)
 
   def set_model_weights(self, state, weights):
     state = resident.fetch(state)

@@ -34,6 +34,18 @@ def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData
   return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
 
 
+def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> process_lib.ModelFn:
+  """The configured NWP model for `data`, as the `model_fn` TFF's builders take."""
+  model_config = config.model_config(data.vocab.size)
+  output_bias = None
+  if config.output_bias_init == "unigram":
+    # A statistic of the train clients' data, computed centrally: a simulation
+    # shortcut (a deployment would estimate it with a federated count).
+    output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
+  return process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
+                                    data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
+
+
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
                    log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None
                    ) -> ExperimentResult:
@@ -44,14 +56,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   if config.clients_per_round > len(data.train_client_ids):
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
-  model_config = config.model_config(data.vocab.size)
-  output_bias = None
-  if config.output_bias_init == "unigram":
-    # A statistic of the train clients' data, computed centrally: a simulation
-    # shortcut (a deployment would estimate it with a federated count).
-    output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
-  model_fn = process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
-                                        data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
+  model_fn = build_model_fn(config, data)
   training_process = process_lib.build_training_process(model_fn, config.algorithm_config())
   evaluation_process = process_lib.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)

@@ -157,9 +157,7 @@ class ResidentStateProcess:
     return resident.call(self._process.next, state, client_data, keep=("state",))
 
   def get_model_weights(self, state):
-    if isinstance(state, resident.Resident) and state.is_remote:
-      return resident.call(self._model_weights_at_server, state)
-    return self._process.get_model_weights(resident.fetch(state))
+    return resident.read_model_weights(state, self._model_weights_at_server, self._process.get_model_weights)
 
   def set_model_weights(self, state, weights):
     return self._process.set_model_weights(resident.fetch(state), weights)

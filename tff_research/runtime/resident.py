@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from tff_research.runtime import context as context_lib
 
@@ -144,6 +144,18 @@ def fetch(value: Any) -> Any:
   if isinstance(value, Resident) and not value._has_fetched:  # pylint: disable=protected-access
     return _run(_fetch_async(value))
   return _fetch_async_done(value)
+
+
+def read_model_weights(state: Any, model_weights_at_server, from_state: Callable[[Any], Any]) -> Any:
+  """The model weights in a learning process's `state`, wherever the state is.
+
+  A state left on the worker is read there by the federated computation
+  `model_weights_at_server` (only the model comes to Python); any other
+  state is brought to Python and read by `from_state`.
+  """
+  if isinstance(state, Resident) and state.is_remote:
+    return call(model_weights_at_server, state)
+  return from_state(fetch(state))
 
 
 def _fetch_async_done(value: Any) -> Any:
