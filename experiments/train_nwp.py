@@ -40,7 +40,7 @@ _HELP = {
     "secure_neighbors": "secure sum: masking neighbours per client (0 = all, SecAgg; k = SecAgg+)",
     "secure_threshold": "secure sum: Shamir threshold (0 = default)",
     "secure_clip": "secure sum: clip values to [-c, c] before quantization",
-    "secure_bits": "secure sum: bits of the modular field (<= 32)",
+    "secure_bits": "secure sum: bits per quantized coordinate (<= 32; <= 16 packs 32 // b per masked word: fewer mask words, coarser steps)",
     "dropout_rate": "secure sum: fraction of sampled clients that drop after masking",
     "rounds": "total rounds (a resumed run continues up to this)",
     "clients_per_round": "clients sampled uniformly each round",

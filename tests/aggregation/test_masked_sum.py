@@ -93,10 +93,14 @@ def _uniform_over_ring(v, bits, x=None):
   return True
 
 
-@pytest.mark.parametrize("bits", [32, 16])
+@pytest.mark.parametrize("bits", [32, 16, 8])
 def test_server_view_uniform_and_input_independent(bits):
   ss = build_secure_sum(tff.TensorType(np.float32, [D_VIEW]), 4,
                         SecureSumConfig(clip=1.0, bits=bits, threshold=3))
+  q = ss.quantizer
+  ring = 32 if q.lanes > 1 else bits  # b <= 16: lanes packed into 32-bit words, masked mod 2^32
+  assert q.lanes == {32: 1, 16: 2, 8: 4}[bits]
+  words = D_VIEW // q.lanes  # words holding only input coordinates (lane 0 holds x[::lanes])
   inputs = {"zeros": np.zeros(D_VIEW, np.float32), "plus_c": np.ones(D_VIEW, np.float32),
             "ramp": np.linspace(-1, 1, D_VIEW, dtype=np.float32)}
   for name, x in inputs.items():
@@ -105,12 +109,37 @@ def test_server_view_uniform_and_input_independent(bits):
     views = ss.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
     assert len(views) == 4
     for view in views:
-      assert _uniform_over_ring(view[:D_VIEW], bits, x), f"masked {name} not uniform (bits={bits})"
+      assert len(view) == q.dim
+      assert _uniform_over_ring(view[:words], ring, x[::q.lanes]), f"masked {name} not uniform (bits={bits})"
     # The same tests reject what the server would see with masking switched off.
     raw = ss.client_encode(x, material[0])
-    assert not _uniform_over_ring(raw[:D_VIEW], bits, x), f"unmasked {name} passed the uniformity test"
+    assert not _uniform_over_ring(raw[:words], ring, x[::q.lanes]), \
+        f"unmasked {name} passed the uniformity test"
     # and the standalone client computation gives what the federated one delivered
     np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
+
+
+@pytest.mark.parametrize("bits", [16, 10, 8])
+def test_packed_lanes_exact_with_dropouts(bits):
+  """b <= 16 packs 32 // b coordinates per masked word: the same sums, fewer mask words."""
+  n, d = 6, 101  # odd sizes: a partly filled last word
+  value_type = [tff.TensorType(np.float32, [d]), tff.TensorType(np.int32, [3])]
+  ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, int_clip=5, threshold=4))
+  q = ss.quantizer
+  assert q.lanes == 32 // bits and q.words == -(-(d + 3 + 1) // q.lanes)
+  assert q.upload_bytes() == 4 * q.words
+  rng = np.random.default_rng(7)
+  values = [[rng.uniform(-1.5, 1.5, d).astype(np.float32), rng.integers(-7, 8, 3).astype(np.int32)]
+            for _ in range(n)]
+  for dropped in ([], [1], [0, 5]):
+    result = ss(values, round_num=len(dropped), dropped=dropped)
+    ids = [u for u in range(n) if u not in dropped]
+    want = np.sum([np.clip(values[u][0].astype(np.float64), -1, 1) for u in ids], axis=0)
+    np.testing.assert_allclose(result.value[0], want, rtol=0, atol=len(ids) * q.step + 1e-6)
+    np.testing.assert_array_equal(result.value[1], np.sum([np.clip(values[u][1], -5, 5) for u in ids], axis=0))
+    expected_clipped = sum(min(q.count_cap, int(np.sum(np.abs(values[u][0]) > 1) + np.sum(np.abs(values[u][1]) > 5)))
+                           for u in ids)  # each client's counter saturates at count_cap (21 at b = 8)
+    assert result.clipped == expected_clipped
 
 
 def test_fresh_keys_each_round(secure_sum):

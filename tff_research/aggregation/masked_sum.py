@@ -38,6 +38,16 @@ No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
 when the computation is built. The default scale is the largest power of two
 that fits (power of two: x*s is exact in float64).
 
+Packing at b <= 16: floor(32 / b) coordinates share one 32-bit word, each in
+a b-bit lane as q + o with o = floor((2^(b-1) - 1) / n), so that every lane
+value lies in [0, 2o] and the lanes of n clients sum below 2^b: the plain sum
+of packed words never carries from one lane into the next. Masks are then
+uniform 32-bit words added mod 2^32 (each masked word is uniform over
+Z_{2^32}), so a client expands 32 / b times fewer mask words for the same
+values; the server unmasks mod 2^32, splits the lanes and subtracts n o. The
+quantization is the one of b bits either way: packing changes the cost, not
+the result.
+
 What the simulation shows: the protocol's arithmetic is exact (the unmasked
 integer sum equals the plain one), each vector as it enters the server's sum
 is uniform over Z_{2^b} whatever the input, dropouts below the threshold are
@@ -132,14 +142,18 @@ class Quantizer:
         raise ValueError(f"secure sum supports float and integer tensors, got {leaf}")
     self.sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in self.leaves]
     self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
-    # An even length lets every mask be drawn as whole 64-bit Philox words
-    # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
-    self.dim = self.payload_dim + self.payload_dim % 2
     self.num_clients = int(num_clients)
     self.bits = int(config.bits)
     if not 2 <= self.bits <= 32:
       raise ValueError(f"bits must be in [2, 32], got {self.bits}")
     self.modulus = 2**self.bits
+    # b <= 16: floor(32 / b) coordinates share each masked 32-bit word (see
+    # module docstring), so a client expands that many times fewer mask words.
+    self.lanes = 32 // self.bits if self.bits <= 16 else 1
+    self.words = -(-self.payload_dim // self.lanes)
+    # An even length lets every mask be drawn as whole 64-bit Philox words
+    # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
+    self.dim = self.words + self.words % 2
     self.clip = float(config.clip)
     # The largest float32 <= c: float32 leaves are clipped there (the same thing).
     clip32 = np.float32(self.clip)
@@ -170,6 +184,10 @@ class Quantizer:
       raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
                        f"for bits={self.bits}")
     self.count_cap = limit // n  # the clipped counter saturates here
+    # Packed lanes carry q + offset in [0, 2 offset]: every |q| <= limit // n
+    # by the rules above, so n such values sum below 2^b and never carry into
+    # the next lane.
+    self.offset = limit // n
     mantissa, _ = math.frexp(self.scale)
     # x * s is exact in float32 only for a power-of-two scale (the default).
     self._scale_is_power_of_two = mantissa == 0.5 and 2.0**-100 < self.scale < 2.0**100
@@ -201,8 +219,28 @@ class Quantizer:
       clipped += tf.reduce_sum(tf.cast(out, tf.int64))
       parts.append(q)
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
-    parts.append(tf.zeros([self.dim - self.payload_dim], tf.uint32))  # pad to an even length
-    return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
+    if self.lanes == 1:
+      parts.append(tf.zeros([self.dim - self.payload_dim], tf.uint32))  # pad to an even length
+      return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
+    return self._pack(tf.concat(parts, axis=0))
+
+  def _pack(self, coords: tf.Tensor) -> tf.Tensor:
+    """uint32 q mod 2^32 per coordinate -> words of `lanes` values q + offset, b bits each."""
+    shifted = coords + tf.constant(self.offset, tf.uint32)  # q + offset >= 0 (wraps back from q < 0)
+    shifted = tf.concat([shifted, tf.zeros([self.words * self.lanes - self.payload_dim], tf.uint32)], 0)
+    lanes = tf.reshape(shifted, [self.words, self.lanes])
+    shifts = tf.constant([i * self.bits for i in range(self.lanes)], tf.uint32)
+    words = tf.reduce_sum(tf.bitwise.left_shift(lanes, shifts), axis=1)  # disjoint bits: sum = or
+    return tf.concat([words, tf.zeros([self.dim - self.words], tf.uint32)], 0)
+
+  def _unpack(self, words: tf.Tensor, clients: tf.Tensor) -> tf.Tensor:
+    """Summed words of `clients` clients -> the signed int64 sum per coordinate."""
+    words = words[:self.words]
+    mask = tf.constant(self.modulus - 1, tf.uint32)
+    lanes = [tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.constant(i * self.bits, tf.uint32)), mask)
+             for i in range(self.lanes)]
+    sums = tf.reshape(tf.stack(lanes, axis=1), [-1])[:self.payload_dim]
+    return tf.cast(sums, tf.int64) - tf.cast(clients, tf.int64) * self.offset
 
   def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """float32 leaf -> (q mod 2^32 as uint32, out-of-range mask), all in 4-byte arithmetic.
@@ -238,12 +276,13 @@ class Quantizer:
     return tf.cast(q, tf.uint32), out  # low 32 bits: q mod 2^32
 
   def _reduce(self, v: tf.Tensor) -> tf.Tensor:
-    if self.bits == 32:
+    """mod 2^b for one coordinate per word; packed words live in Z_{2^32}."""
+    if self.bits == 32 or self.lanes > 1:
       return v
     return tf.bitwise.bitwise_and(v, tf.constant(self.modulus - 1, tf.uint32))
 
   def mask(self, encoded: tf.Tensor, material: Any) -> tf.Tensor:
-    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b. Graph code."""
+    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b (2^32 when packed). Graph code."""
     masked = encoded + _prg(material["self_seed"], self.dim)
     masked = _signed_prg_sum(masked, material["pair_seeds"], material["pair_signs"], self.dim)
     return self._reduce(masked)
@@ -251,14 +290,20 @@ class Quantizer:
   def encode_and_mask(self, value: Any, material: Any) -> tf.Tensor:
     return self.mask(self.encode(value, material["rounding_seed"]), material)
 
-  def unmask_and_decode(self, masked_sum: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor):
+  def unmask_and_decode(self, masked_sum: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor,
+                        clients: tf.Tensor):
     """Removes the masks (seeds, signs as clients applied them), decodes. Graph code.
 
-    Returns (value structure, clipped count as int64).
+    `clients`: how many vectors were summed. Returns (value structure,
+    clipped count as int64).
     """
     correction = _signed_prg_sum(tf.zeros([self.dim], tf.uint32), seeds, signs, self.dim)
-    s = tf.cast(self._reduce(masked_sum - correction), tf.int64)
-    signed = tf.where(s >= 2**(self.bits - 1), s - self.modulus, s)
+    unmasked = self._reduce(masked_sum - correction)
+    if self.lanes > 1:
+      signed = self._unpack(unmasked, clients)
+    else:
+      s = tf.cast(unmasked, tf.int64)
+      signed = tf.where(s >= 2**(self.bits - 1), s - self.modulus, s)
     leaves, offset = [], 0
     for leaf, size in zip(self.leaves, self.sizes):
       part = signed[offset:offset + size]
@@ -269,8 +314,10 @@ class Quantizer:
     return tf.nest.pack_sequence_as(self.template, leaves), signed[self.payload_dim - 1]
 
   def upload_bytes(self) -> int:
-    """Bytes of one masked vector packed at b bits per coordinate."""
-    return math.ceil(self.dim * self.bits / 8)
+    """Bytes of one masked vector: its 32-bit words when packed, else b bits per coordinate."""
+    if self.lanes > 1:
+      return 4 * self.words
+    return math.ceil(self.payload_dim * self.bits / 8)
 
 
 @dataclasses.dataclass
@@ -326,7 +373,7 @@ class SecureSum:
           clients, tf.constant(q.num_clients, tf.int32),
           message=f"more clients than the {q.num_clients} the overflow bound was built for")
       with tf.control_dependencies([check]):
-        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), seeds, signs)
+        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), seeds, signs, clients)
       return collections.OrderedDict(value=value, clipped=clipped)
 
     @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),

@@ -127,7 +127,7 @@ class SecureFedAvgProcess:
           clients, tf.constant(q.num_clients, tf.int32),
           message=f"more clients than max_clients={q.num_clients} (overflow bound)")
       with tf.control_dependencies([check]):
-        value, clipped = q.unmask_and_decode(tf.identity(masked), seeds, signs)
+        value, clipped = q.unmask_and_decode(tf.identity(masked), seeds, signs, clients)
       total = tf.cast(value["weight"], tf.float32)
       mean = tf.nest.map_structure(lambda u: tf.math.divide_no_nan(u, total), value["weighted_update"])
       return collections.OrderedDict(mean_update=mean, weight=value["weight"], clipped=clipped)
