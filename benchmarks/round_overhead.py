@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 
+from benchmarks import pairing
 from tff_research.runtime import logs
 
 PRESETS = {
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
       keras_times = [timed(keras_round, datasets) for datasets in round_data]
   rss.stop()
 
-  tff_steady = statistics.median(tff_times[1:]) if len(tff_times) > 1 else tff_times[0]
-  keras_steady = statistics.median(keras_times[1:]) if len(keras_times) > 1 else keras_times[0]
+  tff_steady = statistics.median(pairing.steady(tff_times))
+  keras_steady = statistics.median(pairing.steady(keras_times))
   print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
         f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop} "
         f"order={args.order} state_round_trip={args.state_round_trip} "
@@ -185,12 +186,7 @@ def main(argv=None) -> int:
   print("tff_round_seconds=" + ",".join(f"{t:.2f}" for t in tff_times))
   print("keras_round_seconds=" + ",".join(f"{t:.2f}" for t in keras_times))
   print(f"peak_rss_python_gb={rss.python_peak / 2**30:.2f} peak_rss_worker_gb={rss.worker_peak / 2**30:.2f}")
-  steady = slice(1, None) if len(tff_times) > 1 else slice(None)
-  paired = [t / k for t, k in zip(tff_times[steady], keras_times[steady])]
-  print("paired_round_ratios=" + ",".join(f"{x:.3f}" for x in paired))
-  print(f"median_ratio={tff_steady / keras_steady:.3f} "
-        f"steady_rounds_sum_ratio={sum(tff_times[steady]) / sum(keras_times[steady]):.3f}")
-  print(f"round_time_ratio={statistics.median(paired):.3f}")
+  print("\n".join(pairing.paired_summary("round_time_ratio", tff_times, keras_times)))
   return 0
 
 

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+from benchmarks import pairing
 from tff_research.runtime import logs
 
 
@@ -78,9 +79,7 @@ def main(argv=None) -> int:
       _, final[name] = process.evaluate(evaluation, evaluation.initialize(), p.get_model_weights(states[name]),
                                         eval_datasets)
 
-  steady = slice(1, None) if args.rounds > 1 else slice(None)
-  median = {name: statistics.median(t[steady]) for name, t in times.items()}
-  paired = [s / p for s, p in zip(times["secure"][steady], times["plain"][steady])]
+  median = {name: statistics.median(pairing.steady(t)) for name, t in times.items()}
   print(f"clients/round={args.clients_per_round} rounds={args.rounds} neighbors={args.secure_neighbors or 'all'} "
         f"bits={args.secure_bits} clip={base.secure_clip}")
   for name in ("plain", "secure"):
@@ -90,9 +89,7 @@ def main(argv=None) -> int:
   for name in ("plain", "secure"):
     print(f"{name}_round_seconds=" + ",".join(f"{t:.2f}" for t in times[name]))
   print(f"accuracy_difference_points={100 * (final['secure']['accuracy'] - final['plain']['accuracy']):+.3f}")
-  print(f"median_ratio={median['secure'] / median['plain']:.3f} "
-        f"steady_rounds_sum_ratio={sum(times['secure'][steady]) / sum(times['plain'][steady]):.3f}")
-  print(f"secure_round_time_ratio={statistics.median(paired):.3f}")
+  print("\n".join(pairing.paired_summary("secure_round_time_ratio", times["secure"], times["plain"])))
   return 0
 
 

@@ -1,0 +1,25 @@
+"""Summaries of two training paths timed round by round on the same clients."""
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+
+def steady(times: Sequence[float]) -> Sequence[float]:
+  """All rounds but the first (tracing, first allocations), if there are more."""
+  return times[1:] if len(times) > 1 else times
+
+
+def paired_summary(name: str, times: Sequence[float], baseline: Sequence[float]) -> list[str]:
+  """Lines comparing `times` with `baseline` over the steady rounds; the last is `<name>=<x>`.
+
+  <x> is the median of the per-round ratios: rounds differ in size, so the
+  two sides' own medians can come from different rounds. Their ratio
+  (`median_ratio`) and the ratio of the sums are printed as well.
+  """
+  ours, base = steady(times), steady(baseline)
+  paired = [t / b for t, b in zip(ours, base)]
+  return ["paired_round_ratios=" + ",".join(f"{x:.3f}" for x in paired),
+          f"median_ratio={statistics.median(ours) / statistics.median(base):.3f} "
+          f"steady_rounds_sum_ratio={sum(ours) / sum(base):.3f}",
+          f"{name}={statistics.median(paired):.3f}"]
