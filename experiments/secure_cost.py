@@ -1,4 +1,4 @@
-r"""Experiment 4: secure aggregation at two bit-widths vs plain, on experiment 2's best optimizer.
+r"""Experiment 4: secure aggregation at several bit-widths vs plain, on experiment 2's best optimizer.
 
   python -m experiments.secure_cost --scale=paper
 

@@ -96,6 +96,16 @@ def test_call_keeps_only_the_named_results_and_accepts_handles():
     chains.append(value._chain)  # pylint: disable=protected-access
   assert max(chains) == resident.MAX_CHAIN and chains.count(1) >= 2  # re-sent, history restarted
   assert float(resident.fetch(value)) == 3.5 + 3 * resident.MAX_CHAIN
+  # Two calls a round, the first with chain_step=0: one step a round, as above.
+  chains = []
+  for _ in range(3 * resident.MAX_CHAIN):
+    first = resident.call(plus_one, value, keep=("total",), chain_step=0)["total"]
+    # (a handle MAX_CHAIN steps from its upload is re-sent: 0)
+    assert first._chain == value._chain % resident.MAX_CHAIN  # pylint: disable=protected-access
+    value = resident.call(plus_one, first, keep=("total",))["total"]
+    chains.append(value._chain)  # pylint: disable=protected-access
+  assert max(chains) == resident.MAX_CHAIN and chains.count(1) >= 2
+  assert float(resident.fetch(value)) == 3.5 + 9 * resident.MAX_CHAIN
   with pytest.raises(KeyError, match="nope"):
     resident.call(split, kept, keep=("nope",))
 

@@ -80,11 +80,13 @@ def test_every_seed_bit_changes_the_prg_stream():
 
 
 def _uniform_over_ring(v, bits, x=None):
-  """chi-square on the top and the low 8 bits, and |corr(input, view)|: True if all pass."""
+  """chi-square on the top, the low (and for 64-bit words the middle) 8 bits,
+  and |corr(input, view)|: True if all pass."""
   v = np.asarray(v, np.uint64)
-  if v.max() >= 2**bits:
+  if bits < 64 and v.max() >= 2**bits:
     return False
-  for bins in (v >> np.uint64(bits - 8), v & np.uint64(255)):
+  byte_shifts = (bits - 8, 0) + ((28,) if bits == 64 else ())
+  for bins in ((v >> np.uint64(shift)) & np.uint64(255) for shift in byte_shifts):
     if scipy.stats.chisquare(np.bincount(bins.astype(np.int64), minlength=256)).pvalue < 1e-6:
       return False
   if x is not None and np.std(x) > 0:
@@ -93,14 +95,15 @@ def _uniform_over_ring(v, bits, x=None):
   return True
 
 
-@pytest.mark.parametrize("bits", [32, 16, 8])
+@pytest.mark.parametrize("bits", [32, 21, 16, 8])
 def test_server_view_uniform_and_input_independent(bits):
   ss = build_secure_sum(tff.TensorType(np.float32, [D_VIEW]), 4,
                         SecureSumConfig(clip=1.0, bits=bits, threshold=3))
   q = ss.quantizer
-  ring = 32 if q.lanes > 1 else bits  # b <= 16: lanes packed into 32-bit words, masked mod 2^32
-  assert q.lanes == {32: 1, 16: 2, 8: 4}[bits]
-  words = D_VIEW // q.lanes  # words holding only input coordinates (lane 0 holds x[::lanes])
+  ring = 64 if q.lanes > 1 else bits  # b <= 21: lanes packed into 64-bit words, masked mod 2^64
+  assert q.lanes == {32: 1, 21: 3, 16: 4, 8: 8}[bits]
+  words = D_VIEW // q.lanes  # words holding only input coordinates (lane 0 holds x[:q.words])
+  lane0 = lambda x: x[:words]  # pylint: disable=unnecessary-lambda-assignment
   inputs = {"zeros": np.zeros(D_VIEW, np.float32), "plus_c": np.ones(D_VIEW, np.float32),
             "ramp": np.linspace(-1, 1, D_VIEW, dtype=np.float32)}
   for name, x in inputs.items():
@@ -110,24 +113,24 @@ def test_server_view_uniform_and_input_independent(bits):
     assert len(views) == 4
     for view in views:
       assert len(view) == q.dim
-      assert _uniform_over_ring(view[:words], ring, x[::q.lanes]), f"masked {name} not uniform (bits={bits})"
+      assert _uniform_over_ring(view[:words], ring, lane0(x)), f"masked {name} not uniform (bits={bits})"
     # The same tests reject what the server would see with masking switched off.
     raw = ss.client_encode(x, material[0])
-    assert not _uniform_over_ring(raw[:words], ring, x[::q.lanes]), \
+    assert not _uniform_over_ring(raw[:words], ring, lane0(x)), \
         f"unmasked {name} passed the uniformity test"
     # and the standalone client computation gives what the federated one delivered
     np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
 
 
-@pytest.mark.parametrize("bits", [16, 10, 8])
+@pytest.mark.parametrize("bits", [21, 16, 10, 8])
 def test_packed_lanes_exact_with_dropouts(bits):
-  """b <= 16 packs 32 // b coordinates per masked word: the same sums, fewer mask words."""
+  """b <= 21 packs 64 // b coordinates per masked 64-bit word: the same sums, fewer mask bits."""
   n, d = 6, 101  # odd sizes: a partly filled last word
   value_type = [tff.TensorType(np.float32, [d]), tff.TensorType(np.int32, [3])]
   ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, int_clip=5, threshold=4))
   q = ss.quantizer
-  assert q.lanes == 32 // bits and q.words == -(-(d + 3 + 1) // q.lanes)
-  assert q.upload_bytes() == 4 * q.words
+  assert q.lanes == 64 // bits and q.words == 16 * -(-(d + 3 + 1) // (16 * q.lanes)) == q.dim
+  assert q.upload_bytes() == 8 * q.words
   rng = np.random.default_rng(7)
   values = [[rng.uniform(-1.5, 1.5, d).astype(np.float32), rng.integers(-7, 8, 3).astype(np.int32)]
             for _ in range(n)]
@@ -228,3 +231,41 @@ def test_stochastic_rounding_unbiased_both_signs_and_clip_at_c(dtype, scale):
   top = int(np.floor((q.clip32 if fast else clip) * q.scale))
   assert abs(int(words[0:1].view(np.int32)[0])) in (top, top + 1)
   assert int(words[3:4].view(np.int32)[0]) == 0  # NaN -> 0
+
+
+def test_multiplier_folds_into_the_scale_bit_for_bit():
+  """encode(x, multiplier=m) is encode(m * x) (what secure FedAvg's weighting relies on),
+  including clipped and non-finite values, on the float32, float64 and integer paths."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
+  value_type = [tff.TensorType(np.float32, [997]), tff.TensorType(np.float64, [13]), tff.TensorType(np.int32, [3])]
+  rng = np.random.default_rng(11)
+  x32 = rng.uniform(-1, 1, 997).astype(np.float32)
+  x32[:3] = [np.nan, np.inf, 0.9]  # 0.9 * 3 is beyond the clip
+  x64 = rng.uniform(-1, 1, 13)
+  ints = np.array([5, -7, 9], np.int32)
+  seed = tf.constant([3, 4], tf.int64)
+  for bits in (32, 21):
+    q = masked_sum.Quantizer(value_type, 5, SecureSumConfig(clip=2.0, bits=bits))
+    for m in (1.0, 3.0, 37.0):
+      folded = q.encode([x32, x64, ints], seed, multiplier=tf.constant(m, tf.float32)).numpy()
+      first = q.encode([x32 * np.float32(m), x64 * m, ints], seed).numpy()
+      np.testing.assert_array_equal(folded, first)
+      if bits == 32:  # the clipped counter (last payload coordinate) saw the weighted values
+        want = int(np.sum(~(np.abs(x32 * np.float32(m)) <= q.clip32)) + np.sum(np.abs(x64 * m) > 2.0))
+        assert int(folded[q.payload_dim - 1]) == want and (m == 1.0 or want > 2)
+
+
+def test_bits_zero_chooses_21_where_they_hold_the_sum_finely_enough():
+  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
+  choose = masked_sum.choose_bits
+  assert choose(100, clip=100.0, int_clip=64) == 21      # secure FedAvg's demo setting: scale 64, 12,800 levels
+  assert choose(10, clip=1.0, int_clip=2**16) == 21       # 10 * 2^16 < 2^20
+  assert choose(100, clip=1.0, int_clip=2**16) == 32      # the weights would overflow 21 bits
+  assert choose(1000, clip=100.0, int_clip=64) == 32      # scale 8: 1,600 levels per client, too coarse
+  assert choose(100, clip=1.0, int_clip=0, has_int=False, scale=2.0**14) == 32  # this scale overflows 21 bits
+  q = masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=100.0, bits=0, int_clip=64))
+  assert (q.bits, q.lanes, q.scale) == (21, 3, 64.0)
+  assert masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=0)).bits == 32
+  with pytest.raises(ValueError, match="bits must be"):
+    masked_sum.Quantizer(VALUE_TYPE, 5, SecureSumConfig(bits=1))

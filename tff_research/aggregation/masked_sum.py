@@ -14,17 +14,19 @@ What runs where:
   add the self mask
   PRG(b_u) and the pairwise masks +PRG(s_uv) (u < v) / -PRG(s_uv) (u > v)
   for each neighbour v, all in uint32 arithmetic (which wraps mod 2^32 on
-  TFF's runtime) and reduced mod 2^b. The seeds are CLIENTS-placed inputs
+  TFF's runtime) and reduced mod 2^b; or, at b <= 21, in uint64 words that
+  pack floor(64 / b) coordinates each (below). The seeds are CLIENTS-placed inputs
   made in Python (`protocol.py`): X25519, HKDF and Shamir cannot run in a
   TF graph on the worker.
-* SERVER: `tff.federated_sum` of the masked uint32 vectors (mod 2^32, hence
-  mod 2^b) and of 1 per client (the client count).
+* SERVER: `tff.federated_sum` of the masked vectors (uint32 mod 2^32, hence
+  mod 2^b; packed uint64 mod 2^64) and of 1 per client (the client count).
 * SERVER, after Python has rebuilt the seeds from survivors' Shamir shares
   (`unmask`): subtract the survivors' self masks and the dropped clients'
   unmatched pairwise masks, map Z_{2^b} back to signed integers, dequantize.
 
 PRG: `tf.random.stateless_uniform(..., dtype=uint64, alg="philox")`, each
-64-bit word split into two uint32, with the 128-bit seed as two int64 words.
+64-bit word used whole (packed) or split into two uint32, with the 128-bit
+seed as two int64 words.
 TF scrambles the two words with one Philox-4x32 block (a bijection of the 128
 bits under a fixed key) into the generator's 64-bit key and the upper 64 bits
 of its 128-bit counter, so every one of the 128 bits changes the stream
@@ -38,15 +40,18 @@ No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
 when the computation is built. The default scale is the largest power of two
 that fits (power of two: x*s is exact in float64).
 
-Packing at b <= 16: floor(32 / b) coordinates share one 32-bit word, each in
+Packing at b <= 21: floor(64 / b) coordinates share one 64-bit word, each in
 a b-bit lane as q + o with o = floor((2^(b-1) - 1) / n), so that every lane
 value lies in [0, 2o] and the lanes of n clients sum below 2^b: the plain sum
 of packed words never carries from one lane into the next. Masks are then
-uniform 32-bit words added mod 2^32 (each masked word is uniform over
-Z_{2^32}), so a client expands 32 / b times fewer mask words for the same
-values; the server unmasks mod 2^32, splits the lanes and subtracts n o. The
-quantization is the one of b bits either way: packing changes the cost, not
-the result.
+uniform 64-bit words added mod 2^64 (each masked word is uniform over
+Z_{2^64}), so a client expands 64 / floor(64 / b) mask bits per coordinate
+instead of 32 (21.3 at b = 21, 16 at b = 16); the server unmasks mod 2^64,
+splits the lanes and subtracts n o. The quantization is the one of b bits
+either way: packing changes the cost, not the result. `bits=0` lets
+`choose_bits` take 21 bits (two thirds of the mask words of 32) where they
+hold the sum of n clients with at least 2^12 levels per client over [-c, c]
+and the integer leaves fit, else 32.
 
 What the simulation shows: the protocol's arithmetic is exact (the unmasked
 integer sum equals the plain one), each vector as it enters the server's sum
@@ -69,13 +74,45 @@ import tensorflow_federated as tff
 from tff_research.aggregation import protocol as protocol_lib
 
 PRG_ALG = "philox"
+PACK_MAX_BITS = 21  # b <= 21 packs floor(64 / b) lanes per masked 64-bit word
+# bits=0 picks 21 bits when each client keeps at least this many fixed-point
+# levels over [-c, c] (and the integer leaves fit), else 32.
+AUTO_MIN_LEVELS = 2**12
+
+
+def _largest_power_of_two_scale(limit: int, num_clients: int, clip: float) -> Optional[float]:
+  """The largest power-of-two s with n (c s + 1) <= limit, or None if there is none."""
+  max_scale = (limit / num_clients - 1) / clip
+  return 2.0**math.floor(math.log2(max_scale)) if max_scale > 0 else None
+
+
+def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = True,
+                has_int: bool = True, scale: Optional[float] = None) -> int:
+  """What bits=0 means: 21 (three coordinates per masked 64-bit word, two
+  thirds of the mask words of 32 bits) when 21 bits hold the sum of
+  `num_clients` clients with at least AUTO_MIN_LEVELS fixed-point levels per
+  client over [-c, c], and n * int_clip; else 32."""
+  limit = 2**(PACK_MAX_BITS - 1) - 1
+  n = int(num_clients)
+  if has_int and n * int_clip > limit:
+    return 32
+  if has_float:
+    if scale is None:
+      scale = _largest_power_of_two_scale(limit, n, clip)
+      if scale is None:
+        return 32
+    elif n * (clip * scale + 1) > limit:
+      return 32
+    if 2 * clip * scale < AUTO_MIN_LEVELS:
+      return 32
+  return PACK_MAX_BITS
 
 
 @dataclasses.dataclass(frozen=True)
 class SecureSumConfig:
   """Parameters of a secure sum; see module docstring for the overflow rule."""
   clip: float = 1.0              # c: float leaves are clipped to [-c, c]
-  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32
+  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32; 0 = choose (`choose_bits`)
   scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
   int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
   neighbors: Optional[int] = None  # k (SecAgg+); None = complete graph
@@ -93,13 +130,17 @@ def material_type() -> tff.types.StructWithPythonType:
   ))
 
 
-def _prg(seed: tf.Tensor, size: int) -> tf.Tensor:
-  """`size` pseudo-random uint32 words from a 128-bit seed (two int64 words).
+def _prg(seed: tf.Tensor, size: int, dtype: tf.DType = tf.uint32) -> tf.Tensor:
+  """`size` pseudo-random words (uint32 or uint64) from a 128-bit seed (two int64 words).
 
-  Drawn as 64-bit words and split in two: the same Philox stream family,
-  about a fifth faster per word than drawing uint32 (BENCHMARKS.md). For an
-  even `size` (every `Quantizer.dim`) there is no trailing slice to copy.
+  Always drawn as 64-bit words (uint32 words are each 64-bit word split in
+  two): the same Philox stream family, about a fifth faster per 32 bits than
+  drawing uint32 (BENCHMARKS.md). For an even `size` (every uint32
+  `Quantizer.dim`) there is no trailing slice to copy.
   """
+  if dtype == tf.uint64:
+    return tf.random.stateless_uniform([size], seed=seed, minval=None, maxval=None,
+                                       dtype=tf.uint64, alg=PRG_ALG)
   words = tf.random.stateless_uniform([(size + 1) // 2], seed=seed, minval=None, maxval=None,
                                       dtype=tf.uint64, alg=PRG_ALG)
   stream = tf.reshape(tf.bitcast(words, tf.uint32), [-1])
@@ -107,7 +148,7 @@ def _prg(seed: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _signed_prg_sum(acc: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor, size: int) -> tf.Tensor:
-  """acc + sum_j signs[j] * PRG(seeds[j]) in uint32 (signs are +1, -1 or 0).
+  """acc + sum_j signs[j] * PRG(seeds[j]) in acc's dtype, uint32 or uint64 (signs are +1, -1 or 0).
 
   One branch per mask, chosen on the (scalar) sign: one pass over the vector
   and no expansion at all for sign 0, where selecting elementwise between
@@ -118,8 +159,8 @@ def _signed_prg_sum(acc: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor, size: in
     sign = signs[i]
     acc = tf.cond(
         tf.equal(sign, 0), lambda: acc,
-        lambda: tf.cond(tf.equal(sign, 1), lambda: acc + _prg(seeds[i], size),
-                        lambda: acc - _prg(seeds[i], size)))
+        lambda: tf.cond(tf.equal(sign, 1), lambda: acc + _prg(seeds[i], size, acc.dtype),
+                        lambda: acc - _prg(seeds[i], size, acc.dtype)))
     return i + 1, acc
 
   _, acc = tf.while_loop(lambda i, _: i < tf.shape(seeds)[0], body, (tf.constant(0), acc))
@@ -143,17 +184,34 @@ class Quantizer:
     self.sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in self.leaves]
     self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
     self.num_clients = int(num_clients)
+    if self.num_clients < 1:
+      raise ValueError("num_clients must be >= 1")
+    has_float = any(np.issubdtype(l.dtype, np.floating) for l in self.leaves)
+    has_int = any(np.issubdtype(l.dtype, np.integer) for l in self.leaves)
     self.bits = int(config.bits)
+    if self.bits == 0:  # (a bad clip is reported below)
+      self.bits = choose_bits(self.num_clients, float(config.clip), int(config.int_clip), has_float, has_int,
+                              config.scale) if config.clip > 0 else 32
     if not 2 <= self.bits <= 32:
-      raise ValueError(f"bits must be in [2, 32], got {self.bits}")
+      raise ValueError(f"bits must be 0 (choose) or in [2, 32], got {self.bits}")
     self.modulus = 2**self.bits
-    # b <= 16: floor(32 / b) coordinates share each masked 32-bit word (see
-    # module docstring), so a client expands that many times fewer mask words.
-    self.lanes = 32 // self.bits if self.bits <= 16 else 1
-    self.words = -(-self.payload_dim // self.lanes)
-    # An even length lets every mask be drawn as whole 64-bit Philox words
-    # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
-    self.dim = self.words + self.words % 2
+    # b <= PACK_MAX_BITS: floor(64 / b) coordinates share each masked 64-bit
+    # word (see module docstring), so a client expands fewer mask bits per
+    # coordinate (64 / 3 at b = 21 instead of 32).
+    self.lanes = 64 // self.bits if self.bits <= PACK_MAX_BITS else 1
+    self.word_dtype = tf.uint64 if self.lanes > 1 else tf.uint32
+    words = -(-self.payload_dim // self.lanes)
+    if self.lanes > 1:
+      # Lane i of word j holds coordinate i * words + j; a multiple of 16
+      # words keeps each lane's slice 64-byte aligned, which TF slices
+      # without a copy.
+      self.words = -(-words // 16) * 16
+      self.dim = self.words
+    else:
+      # An even length lets every mask be drawn as whole 64-bit Philox words
+      # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
+      self.words = words
+      self.dim = words + words % 2
     self.clip = float(config.clip)
     # The largest float32 <= c: float32 leaves are clipped there (the same thing).
     clip32 = np.float32(self.clip)
@@ -163,15 +221,12 @@ class Quantizer:
       raise ValueError("clip must be > 0 and int_clip >= 0")
     limit = 2**(self.bits - 1) - 1  # largest |sum| that decodes correctly
     n = self.num_clients
-    if n < 1:
-      raise ValueError("num_clients must be >= 1")
-    has_float = any(np.issubdtype(l.dtype, np.floating) for l in self.leaves)
     if config.scale is None:
-      max_scale = (limit / n - 1) / self.clip
-      if max_scale <= 0:
+      scale = _largest_power_of_two_scale(limit, n, self.clip)
+      if scale is None:
         raise ValueError(f"bits={self.bits} are too few for n={n} clients with clip {self.clip}: "
                          "no fixed-point scale avoids overflow")
-      self.scale = 2.0**math.floor(math.log2(max_scale))
+      self.scale = scale
     else:
       self.scale = float(config.scale)
       if self.scale <= 0:
@@ -180,7 +235,7 @@ class Quantizer:
       raise ValueError(
           f"overflow: n * (c * s + 1) = {n} * ({self.clip} * {self.scale} + 1) exceeds 2^(b-1) - 1 = "
           f"{limit} for bits={self.bits}; use more bits, a smaller clip or scale, or fewer clients")
-    if any(np.issubdtype(l.dtype, np.integer) for l in self.leaves) and n * self.int_clip > limit:
+    if has_int and n * self.int_clip > limit:
       raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
                        f"for bits={self.bits}")
     self.count_cap = limit // n  # the clipped counter saturates here
@@ -193,74 +248,95 @@ class Quantizer:
     self._scale_is_power_of_two = mantissa == 0.5 and 2.0**-100 < self.scale < 2.0**100
 
   @property
+  def word_np_dtype(self) -> type:
+    """numpy dtype of a masked word: uint64 when packed, else uint32."""
+    return np.uint64 if self.lanes > 1 else np.uint32
+
+  @property
   def step(self) -> float:
     """Quantization step 1/s of float leaves; each client's rounding error is < step."""
     return 1.0 / self.scale
 
-  def encode(self, value: Any, rounding_seed: tf.Tensor) -> tf.Tensor:
-    """Clip, quantize (stochastic rounding) and map to uint32 in [0, 2^b). Graph code."""
+  def encode(self, value: Any, rounding_seed: tf.Tensor,
+             multiplier: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Clip, quantize (stochastic rounding), map to Z_{2^b}: uint32, or packed uint64 words. Graph code.
+
+    `multiplier` (a float32 scalar, e.g. a client's weight) scales every
+    float leaf before clipping; at a power-of-two scale it folds into the
+    scale for free, with the same bits as multiplying first.
+    """
     parts, clipped = [], tf.constant(0, tf.int64)
     for i, (leaf, x) in enumerate(zip(self.leaves, tf.nest.flatten(value))):
       x = tf.reshape(x, [-1])
       if np.issubdtype(leaf.dtype, np.floating):
         # Rounding draws in float32 (half the Philox words of float64): P(round
-        # up) = ceil(frac * 2^23) / 2^23, unbiased to within 2^-23 of a step.
+        # up) is within 2^-22 of the fraction: unbiased to within 2^-22 of a step.
         seed = tf.random.experimental.stateless_fold_in(rounding_seed, i)
         if leaf.dtype == np.float32 and self._scale_is_power_of_two:
-          q, out = self._quantize_float32(x, seed)
+          q, out = self._quantize_float32(x, seed, multiplier)
         else:
-          q, out = self._quantize_float64(x, seed)
+          q, out = self._quantize_float64(x if multiplier is None else x * tf.cast(multiplier, x.dtype), seed)
       else:
         x = tf.cast(x, tf.int64)
-        out = tf.abs(x) > self.int_clip
+        out = tf.reduce_sum(tf.cast(tf.abs(x) > self.int_clip, tf.int64))
         # int64 -> uint32 keeps the low 32 bits: q mod 2^32 (two's complement),
         # the same as floormod(q, 2^32) without an int64 division per value.
         q = tf.cast(tf.clip_by_value(x, -self.int_clip, self.int_clip), tf.uint32)
-      clipped += tf.reduce_sum(tf.cast(out, tf.int64))
+      clipped += out
       parts.append(q)
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
+    parts.append(tf.zeros([self.words * self.lanes + self.dim - self.words - self.payload_dim], tf.uint32))
     if self.lanes == 1:
-      parts.append(tf.zeros([self.dim - self.payload_dim], tf.uint32))  # pad to an even length
       return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
     return self._pack(tf.concat(parts, axis=0))
 
   def _pack(self, coords: tf.Tensor) -> tf.Tensor:
-    """uint32 q mod 2^32 per coordinate -> words of `lanes` values q + offset, b bits each."""
+    """uint32 q mod 2^32 per coordinate (lanes * words of them, padded) -> uint64
+    words whose lane i holds coordinate i * words + j as q + offset, b bits."""
     shifted = coords + tf.constant(self.offset, tf.uint32)  # q + offset >= 0 (wraps back from q < 0)
-    shifted = tf.concat([shifted, tf.zeros([self.words * self.lanes - self.payload_dim], tf.uint32)], 0)
-    lanes = tf.reshape(shifted, [self.words, self.lanes])
-    shifts = tf.constant([i * self.bits for i in range(self.lanes)], tf.uint32)
-    words = tf.reduce_sum(tf.bitwise.left_shift(lanes, shifts), axis=1)  # disjoint bits: sum = or
-    return tf.concat([words, tf.zeros([self.dim - self.words], tf.uint32)], 0)
+    w = self.words
+    lanes = [tf.cast(shifted[i * w:(i + 1) * w], tf.uint64) for i in range(self.lanes)]
+    lanes = [lanes[0]] + [tf.bitwise.left_shift(lane, tf.constant(i * self.bits, tf.uint64))
+                          for i, lane in enumerate(lanes) if i > 0]
+    return tf.math.add_n(lanes)  # disjoint bits: sum = or
 
   def _unpack(self, words: tf.Tensor, clients: tf.Tensor) -> tf.Tensor:
-    """Summed words of `clients` clients -> the signed int64 sum per coordinate."""
-    words = words[:self.words]
-    mask = tf.constant(self.modulus - 1, tf.uint32)
-    lanes = [tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.constant(i * self.bits, tf.uint32)), mask)
+    """Summed uint64 words of `clients` clients -> the signed int64 sum per coordinate."""
+    mask = tf.constant(self.modulus - 1, tf.uint64)
+    lanes = [tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.constant(i * self.bits, tf.uint64)), mask)
              for i in range(self.lanes)]
-    sums = tf.reshape(tf.stack(lanes, axis=1), [-1])[:self.payload_dim]
+    sums = tf.concat(lanes, axis=0)[:self.payload_dim]
     return tf.cast(sums, tf.int64) - tf.cast(clients, tf.int64) * self.offset
 
-  def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """float32 leaf -> (q mod 2^32 as uint32, out-of-range mask), all in 4-byte arithmetic.
+  def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor,
+                        multiplier: Optional[tf.Tensor] = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """float32 leaf -> (q mod 2^32 as uint32, count out of range), all in 4-byte arithmetic.
 
-    Exact without float64: no float32 lies in (clip32, c], so clipping at
-    clip32 is clipping at c; y = x * s is exact (s is a power of two); the
-    magnitude |y| is rounded stochastically and the sign put back, which is
-    as unbiased as rounding y itself, and a - floor(a) is exact for a >= 0
-    (unlike y - floor(y) for small negative y). |q| < 2^31 by the overflow
-    rule, so the int32 cast is exact.
+    Exact without float64: y = x * s is exact (s is a power of two); when
+    every |y| <= clip32 * s (the usual case: this check also fails on NaN and
+    inf) nothing needs clipping, else non-finite values become 0 and the rest
+    are clipped at clip32, and no float32 lies in (clip32, c], so that is
+    clipping at c. Stochastic rounding q = floor(y) + [u < y - floor(y)]:
+    y - floor(y) is exact except for -1 < y < 0, where it is within 2^-25 of
+    the true fraction, so P(round up) is within 2^-22 of it for every y
+    (u has 23 random bits). |q| < 2^31 by the overflow rule, so the int32
+    cast is exact. A `multiplier` m folds into the scale: fl(x m) s = fl(x (m s))
+    for a power-of-two s.
     """
-    kept = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
-    kept = tf.clip_by_value(kept, -self.clip32, self.clip32)
-    out = tf.not_equal(kept, x)  # out of range, +-inf or NaN
-    y = kept * tf.constant(self.scale, tf.float32)
-    a = tf.abs(y)
-    floor = tf.floor(a)
-    u = tf.random.stateless_uniform(tf.shape(a), seed=seed, dtype=tf.float32, alg=PRG_ALG)
-    magnitude = floor + tf.cast(u < a - floor, tf.float32)
-    q = tf.cast(tf.where(y < 0, -magnitude, magnitude), tf.int32)
+    scale = tf.constant(self.scale, tf.float32)
+    y = x * (scale if multiplier is None else multiplier * scale)
+    in_range = tf.reduce_all(tf.abs(y) <= tf.constant(self.clip32 * self.scale, tf.float32))
+
+    def clip():
+      xm = x if multiplier is None else x * multiplier
+      kept = tf.where(tf.math.is_finite(xm), xm, tf.zeros_like(xm))
+      kept = tf.clip_by_value(kept, -self.clip32, self.clip32)
+      return kept * scale, tf.reduce_sum(tf.cast(tf.not_equal(kept, xm), tf.int64))  # out of range, +-inf, NaN
+
+    y, out = tf.cond(in_range, lambda: (y, tf.constant(0, tf.int64)), clip)
+    floor = tf.floor(y)
+    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
+    q = tf.cast(floor + tf.cast(u < y - floor, tf.float32), tf.int32)
     return tf.bitcast(q, tf.uint32), out
 
   def _quantize_float64(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -273,22 +349,22 @@ class Quantizer:
     floor = tf.floor(y)
     u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
     q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
-    return tf.cast(q, tf.uint32), out  # low 32 bits: q mod 2^32
+    return tf.cast(q, tf.uint32), tf.reduce_sum(tf.cast(out, tf.int64))  # low 32 bits: q mod 2^32
 
   def _reduce(self, v: tf.Tensor) -> tf.Tensor:
-    """mod 2^b for one coordinate per word; packed words live in Z_{2^32}."""
+    """mod 2^b for one coordinate per word; packed words live in Z_{2^64}."""
     if self.bits == 32 or self.lanes > 1:
       return v
     return tf.bitwise.bitwise_and(v, tf.constant(self.modulus - 1, tf.uint32))
 
   def mask(self, encoded: tf.Tensor, material: Any) -> tf.Tensor:
-    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b (2^32 when packed). Graph code."""
-    masked = encoded + _prg(material["self_seed"], self.dim)
+    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b (2^64 when packed). Graph code."""
+    masked = encoded + _prg(material["self_seed"], self.dim, self.word_dtype)
     masked = _signed_prg_sum(masked, material["pair_seeds"], material["pair_signs"], self.dim)
     return self._reduce(masked)
 
-  def encode_and_mask(self, value: Any, material: Any) -> tf.Tensor:
-    return self.mask(self.encode(value, material["rounding_seed"]), material)
+  def encode_and_mask(self, value: Any, material: Any, multiplier: Optional[tf.Tensor] = None) -> tf.Tensor:
+    return self.mask(self.encode(value, material["rounding_seed"], multiplier), material)
 
   def unmask_and_decode(self, masked_sum: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor,
                         clients: tf.Tensor):
@@ -297,7 +373,16 @@ class Quantizer:
     `clients`: how many vectors were summed. Returns (value structure,
     clipped count as int64).
     """
-    correction = _signed_prg_sum(tf.zeros([self.dim], tf.uint32), seeds, signs, self.dim)
+    return self.decode(masked_sum, self.correction(seeds, signs), clients)
+
+  def correction(self, seeds: tf.Tensor, signs: tf.Tensor) -> tf.Tensor:
+    """sum_j signs[j] PRG(seeds[j]): what unmasking subtracts for these seeds
+    (corrections of disjoint seed sets add up). Graph code."""
+    return _signed_prg_sum(tf.zeros([self.dim], self.word_dtype), seeds, signs, self.dim)
+
+  def decode(self, masked_sum: tf.Tensor, correction: tf.Tensor, clients: tf.Tensor):
+    """masked_sum - correction, mapped back to signed integers and dequantized:
+    (value structure, clipped count as int64). Graph code."""
     unmasked = self._reduce(masked_sum - correction)
     if self.lanes > 1:
       signed = self._unpack(unmasked, clients)
@@ -314,9 +399,9 @@ class Quantizer:
     return tf.nest.pack_sequence_as(self.template, leaves), signed[self.payload_dim - 1]
 
   def upload_bytes(self) -> int:
-    """Bytes of one masked vector: its 32-bit words when packed, else b bits per coordinate."""
+    """Bytes of one masked vector: its 64-bit words when packed, else b bits per coordinate."""
     if self.lanes > 1:
-      return 4 * self.words
+      return 8 * self.words
     return math.ceil(self.payload_dim * self.bits / 8)
 
 
@@ -355,7 +440,7 @@ class SecureSum:
     self.quantizer = q = Quantizer(value_type, num_clients, config)
     self.num_clients = q.num_clients
     mat_type = material_type()
-    vec_type = tff.TensorType(np.uint32, [q.dim])
+    vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
     self.material_type = mat_type
 
     @tff.tensorflow.computation(q.value_type, mat_type)

@@ -45,8 +45,8 @@ from tff_research.aggregation import protocol as protocol_lib
 from tff_research.runtime import resident
 
 
-def _plain_call(comp, *args, keep=(), meta=None):
-  del keep, meta  # everything comes back to Python
+def _plain_call(comp, *args, keep=(), meta=None, chain_step=1):
+  del keep, meta, chain_step  # everything comes back to Python
   return comp(*args)
 
 
@@ -55,7 +55,7 @@ class SecureAggregationConfig:
   neighbors: Optional[int] = None   # k; None = full graph
   threshold: Optional[int] = None   # t; None = protocol.default_threshold (>= 2/3 of holders)
   clip: float = 1.0                 # c for weighted deltas (num_examples * delta), per coordinate
-  bits: int = 32
+  bits: int = 0                     # 0 = masked_sum.choose_bits (21 where it holds the sum finely enough, else 32)
   dropout_rate: float = 0.0         # per sampled client per round, after sharing keys
   seed: int = 0                     # neighbour graph, dropouts, stochastic rounding
   max_clients: int = 100            # overflow bound: clients per round
@@ -97,7 +97,7 @@ class SecureFedAvgProcess:
     self.quantizer = q = masked_sum_lib.Quantizer(value_type, config.max_clients,
                                                   config.secure_sum_config())
     mat_type = masked_sum_lib.material_type()
-    vec_type = tff.TensorType(np.uint32, [q.dim])
+    vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
     seeds_type = tff.TensorType(np.int64, [None, 2])
     signs_type = tff.TensorType(np.int32, [None])
 
@@ -116,10 +116,10 @@ class SecureFedAvgProcess:
     @tff.tensorflow.computation(update_type, np.float32, mat_type)
     def mask_update(update, weight, material):
       w = tf.cast(tf.round(weight), tf.int32)
-      wf = tf.cast(w, tf.float32)
-      value = collections.OrderedDict(
-          weighted_update=tf.nest.map_structure(lambda u: u * wf, update), weight=w)
-      return q.encode_and_mask(value, material)
+      # weighted_update = weight * update: the quantizer multiplies float leaves
+      # by the weight (folded into its scale) before clipping.
+      value = collections.OrderedDict(weighted_update=update, weight=w)
+      return q.encode_and_mask(value, material, multiplier=tf.cast(w, tf.float32))
 
     @tff.tensorflow.computation(vec_type, np.int32, seeds_type, signs_type)
     def unmask_mean(masked, clients, seeds, signs):
@@ -199,8 +199,10 @@ class SecureFedAvgProcess:
     # The state and the masked sum (model-sized) stay on the worker between the
     # two stages and until the next round, unless keep_state_on_worker=False.
     call = resident.call if cfg.keep_state_on_worker else _plain_call
+    # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
+    # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
     out = call(self.client_stage, state, [client_datasets[u] for u in survivors],
-               rnd.client_material(survivors), keep=("state", "masked_sum"))
+               rnd.client_material(survivors), keep=("state", "masked_sum"), chain_step=0)
     if int(out["clients"]) != len(survivors):
       raise protocol_lib.SecureAggregationError(
           f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
@@ -213,7 +215,7 @@ class SecureFedAvgProcess:
         secure_aggregation=collections.OrderedDict(
             clipped=int(srv["clipped"]), dropped=len(dropped), clients=len(survivors),
             upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
-            neighbors=rnd.degree, threshold=rnd.threshold, round=round_num))
+            neighbors=rnd.degree, threshold=rnd.threshold, round=round_num, bits=self.quantizer.bits))
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
 
   @staticmethod

@@ -36,7 +36,7 @@ class ExperimentConfig:
   secure_neighbors: int = 0       # 0 = all other sampled clients
   secure_threshold: int = 0       # 0 = default for the neighbour count
   secure_clip: float = 100.0     # bound on each coordinate of (num_examples x model delta)
-  secure_bits: int = 32
+  secure_bits: int = 0            # 0 = 21 when 21 bits hold the clients' sum finely enough, else 32
   dropout_rate: float = 0.0
   # Loop.
   rounds: int = 10
@@ -61,7 +61,7 @@ class ExperimentConfig:
     positive = ("vocab_size", "num_oov_buckets", "sequence_length", "embedding_size", "latent_size",
                 "num_layers", "rounds", "clients_per_round", "client_epochs", "client_batch_size",
                 "eval_every", "eval_batch_size", "client_learning_rate", "server_learning_rate",
-                "secure_clip", "secure_bits")
+                "secure_clip")
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -70,8 +70,8 @@ class ExperimentConfig:
         raise ValueError(f"--{name} must be 0 or positive, got {getattr(self, name)}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
-    if self.secure_bits > 32:
-      raise ValueError(f"--secure_bits must be at most 32, got {self.secure_bits}")
+    if self.secure_bits != 0 and not 2 <= self.secure_bits <= 32:
+      raise ValueError(f"--secure_bits must be 0 (choose) or in [2, 32], got {self.secure_bits}")
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
     choices = {"algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),

@@ -187,12 +187,18 @@ def _clients_of(args: Iterable[Any], types) -> Optional[int]:
   return from_handles.pop() if len(from_handles) == 1 else None
 
 
-def call(comp, *args: Any, keep: Iterable[str] = (), meta: Optional[dict[str, dict[str, Any]]] = None):
+def call(comp, *args: Any, keep: Iterable[str] = (), meta: Optional[dict[str, dict[str, Any]]] = None,
+         chain_step: int = 1):
   """`comp(*args)`, keeping the result elements named in `keep` on the worker.
 
   Returns what `comp(*args)` returns (a Python container of the result), with
   the kept elements replaced by `Resident` handles (`meta[name]` attaches
   small Python facts to a handle). `args` may be Python values or handles.
+  `chain_step`: how far this call moves its results along the MAX_CHAIN
+  count. A round made of two calls (secure FedAvg: client stage, then server
+  stage) passes 0 for the first, so that its state is re-sent every MAX_CHAIN
+  rounds as a one-call round's is, not twice as often; the worker then holds
+  the first call's results of up to MAX_CHAIN rounds as well.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   keep = tuple(keep)
@@ -215,7 +221,7 @@ def call(comp, *args: Any, keep: Iterable[str] = (), meta: Optional[dict[str, di
     return _call_in_context(comp, args, keep, meta, result_type)
   if clients is None:
     clients = 0
-  return _run(_call_remote(stub, comp, args, types, keep, meta, result_type, clients))
+  return _run(_call_remote(stub, comp, args, types, keep, meta, result_type, clients, chain_step))
 
 
 def _call_in_context(comp, args, keep, meta, result_type):
@@ -239,7 +245,7 @@ def _result_names(result_type, keep) -> list[str]:
   return names
 
 
-async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients):
+async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients, chain_step=1):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   executor = _executor_for(stub, clients)
   values, chain = [], 0
@@ -273,7 +279,7 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
     type_spec = result_type[index]
     selected = await executor.create_selection(result, index)
     if name in keep:
-      parts.append((name, Resident(selected, type_spec, executor, clients, meta.get(name), chain + 1)))
+      parts.append((name, Resident(selected, type_spec, executor, clients, meta.get(name), chain + chain_step)))
     else:
       parts.append((name, _to_python(await selected.compute(), type_spec)))
   return _assemble(parts, result_type)

@@ -208,6 +208,21 @@ def stop_all_workers() -> None:
   reap_stray_workers()
 
 
+def worker_cpu_seconds() -> float:
+  """User + system CPU seconds used so far by this process's `worker_binary` children
+  (benchmarks difference it around a round: where the work of a round went)."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  total = 0.0
+  for child in psutil.Process(os.getpid()).children(recursive=True):
+    try:
+      if "worker_binary" in child.name():
+        times = child.cpu_times()
+        total += times.user + times.system
+    except psutil.Error:
+      continue
+  return total
+
+
 def reap_stray_workers() -> list[int]:
   """Kills `worker_binary` processes that are descendants of this process."""
   killed = []
