@@ -373,16 +373,7 @@ class Quantizer:
     `clients`: how many vectors were summed. Returns (value structure,
     clipped count as int64).
     """
-    return self.decode(masked_sum, self.correction(seeds, signs), clients)
-
-  def correction(self, seeds: tf.Tensor, signs: tf.Tensor) -> tf.Tensor:
-    """sum_j signs[j] PRG(seeds[j]): what unmasking subtracts for these seeds
-    (corrections of disjoint seed sets add up). Graph code."""
-    return _signed_prg_sum(tf.zeros([self.dim], self.word_dtype), seeds, signs, self.dim)
-
-  def decode(self, masked_sum: tf.Tensor, correction: tf.Tensor, clients: tf.Tensor):
-    """masked_sum - correction, mapped back to signed integers and dequantized:
-    (value structure, clipped count as int64). Graph code."""
+    correction = _signed_prg_sum(tf.zeros([self.dim], self.word_dtype), seeds, signs, self.dim)
     unmasked = self._reduce(masked_sum - correction)
     if self.lanes > 1:
       signed = self._unpack(unmasked, clients)

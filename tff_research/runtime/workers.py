@@ -213,13 +213,12 @@ def worker_cpu_seconds() -> float:
   (benchmarks difference it around a round: where the work of a round went)."""
   import psutil  # pylint: disable=g-import-not-at-top
   total = 0.0
-  for child in psutil.Process(os.getpid()).children(recursive=True):
+  for pid in running_worker_pids(descendants_of=os.getpid()):
     try:
-      if "worker_binary" in child.name():
-        times = child.cpu_times()
-        total += times.user + times.system
+      times = psutil.Process(pid).cpu_times()
     except psutil.Error:
       continue
+    total += times.user + times.system
   return total
 
 
