@@ -19,8 +19,8 @@ def paired_summary(name: str, times: Sequence[float], baseline: Sequence[float],
   (`median_ratio`) and the ratio of the sums are printed as well. With
   `went_first` (round by round: did `times`' side run first?), also the
   median ratio over the rounds where it ran first and where it ran second:
-  the side that runs second is faster here, so an even number of steady
-  rounds (alternating sides) weighs both orders alike.
+  the order can move a round's time, so an even number of steady rounds
+  (alternating sides) weighs both orders alike.
   """
   ours, base = steady(times), steady(baseline)
   paired = [t / b for t, b in zip(ours, base)]

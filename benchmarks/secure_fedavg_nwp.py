@@ -8,7 +8,7 @@ with TFF's weighted mean and once with `--aggregator=secure`, and runs them
 side by side on the same sampled clients: round r of one, then round r of the
 other, which one goes first alternating from round to round, so that a slow
 spell of the machine hits both alike (give an odd --rounds: an even number of
-steady rounds lets each go first equally often; the second is faster). Prints the median steady round (rounds
+steady rounds lets each go first equally often). Prints the median steady round (rounds
 2..R) of each, the median over those rounds of secure / plain for the same
 round (`secure_round_time_ratio`, the last line), the final federated test
 accuracy and loss of each model, the secure sum's clipped count, and the

@@ -285,7 +285,8 @@ class Quantizer:
       clipped += out
       parts.append(q)
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
-    parts.append(tf.zeros([self.words * self.lanes + self.dim - self.words - self.payload_dim], tf.uint32))
+    padded = self.words * self.lanes if self.lanes > 1 else self.dim  # whole lanes, or an even length
+    parts.append(tf.zeros([padded - self.payload_dim], tf.uint32))
     if self.lanes == 1:
       return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
     return self._pack(tf.concat(parts, axis=0))

@@ -245,7 +245,7 @@ def _result_names(result_type, keep) -> list[str]:
   return names
 
 
-async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients, chain_step=1):
+async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients, chain_step):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   executor = _executor_for(stub, clients)
   values, chain = [], 0
