@@ -6,7 +6,8 @@ Times, per call, on TFF's local runtime (one worker owned by this process):
   unmask  share reconstruction in Python + the Federated Core unmask/decode
   plain   `tff.federated_sum` of the same float32 values
 for n clients, d values per client, the full graph (SecAgg) and a k-neighbour
-graph with k = 2 ceil(log2 n) (SecAgg+). Then one FedAvg round (tiny dense
+graph with k = 2 ceil(log2 n) (SecAgg+), at clip 1 and `--bits` (0, the
+default: the package's choice for each n, `masked_sum.choose_bits`). Then one FedAvg round (tiny dense
 model) with secure vs plain aggregation. Full preset: n in {10, 50, 100},
 d in {1e4, 1e6}; `--quick`: n in {10, 50}, d = 1e4. Heavy in full: n=100,
 d=1e6 moves 400 MB per call.
@@ -32,7 +33,7 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
   return statistics.median(times), out
 
 
-def bench_sum(ns, ds, repeats: int) -> list[dict]:
+def bench_sum(ns, ds, repeats: int, bits: int = 0) -> list[dict]:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   from tff_research.aggregation import SecureSumConfig, build_secure_sum  # pylint: disable=g-import-not-at-top
@@ -52,7 +53,7 @@ def bench_sum(ns, ds, repeats: int) -> list[dict]:
       plain_s, _ = _median_time(lambda: plain_sum(values), repeats)
       k_plus = min(n - 1, 2 * math.ceil(math.log2(n)))
       for label, k in (("full", None), (f"k={k_plus}", k_plus)):
-        ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=32, neighbors=k))
+        ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, neighbors=k))
         survivors = list(range(n))
         timing = collections.defaultdict(list)
 
@@ -74,7 +75,7 @@ def bench_sum(ns, ds, repeats: int) -> list[dict]:
         total_s, (res, rnd) = _median_time(run_once, repeats)
         err = float(np.max(np.abs(res["value"] - np.sum(np.asarray(values, np.float64), axis=0))))
         rows.append(dict(
-            n=n, d=d, graph=label, k=rnd.degree,
+            n=n, d=d, graph=label, k=rnd.degree, bits=ss.quantizer.bits,
             keys=statistics.median(timing["keys"][1:]), masked=statistics.median(timing["masked"][1:]),
             unmask=statistics.median(timing["unmask"][1:]), total=total_s, plain=plain_s,
             ratio=total_s / plain_s, max_err=err,
@@ -83,12 +84,12 @@ def bench_sum(ns, ds, repeats: int) -> list[dict]:
   return rows
 
 
-_HEADER = (f"{'n':>4} {'d':>8} {'graph':>6} {'keys s':>7} {'masked s':>8} {'unmask s':>8} "
+_HEADER = (f"{'n':>4} {'d':>8} {'graph':>6} {'bits':>4} {'keys s':>7} {'masked s':>8} {'unmask s':>8} "
            f"{'total s':>8} {'plain s':>8} {'ratio':>6} {'max|err|':>9} {'upload B/client':>15}")
 
 
 def _fmt_row(r: dict) -> str:
-  return (f"{r['n']:>4} {r['d']:>8} {r['graph']:>6} {r['keys']:>7.3f} {r['masked']:>8.3f} "
+  return (f"{r['n']:>4} {r['d']:>8} {r['graph']:>6} {r['bits']:>4} {r['keys']:>7.3f} {r['masked']:>8.3f} "
           f"{r['unmask']:>8.3f} {r['total']:>8.3f} {r['plain']:>8.3f} {r['ratio']:>6.2f} "
           f"{r['max_err']:>9.2e} {r['upload']:>15,}")
 
@@ -137,14 +138,16 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="n in {10, 50}, d = 1e4 only")
   parser.add_argument("--repeats", type=int, default=None)
+  parser.add_argument("--bits", type=int, default=0, help="0 = the package's choice per n (masked_sum.choose_bits)")
   args = parser.parse_args(argv)
   runtime.configure_logging()
   ns, ds = ((10, 50), (10_000,)) if args.quick else ((10, 50, 100), (10_000, 1_000_000))
   repeats = args.repeats or (2 if args.quick else 3)
   with runtime.local_runtime():
-    print("Secure (pairwise-masked, b=32) vs plain federated sum; median seconds per call")
+    print(f"Secure (pairwise-masked, bits={args.bits or 'chosen per n'}) vs plain federated sum; "
+          "median seconds per call")
     print(_HEADER, flush=True)
-    bench_sum(ns, ds, repeats)
+    bench_sum(ns, ds, repeats, args.bits)
     clients = 10
     fa = bench_fed_avg(clients, repeats)
     print(f"\nFedAvg round, {clients} clients x 64 examples, dense 64-32-10: "

@@ -40,7 +40,7 @@ _HELP = {
     "secure_neighbors": "secure sum: masking neighbours per client (0 = all, SecAgg; k = SecAgg+)",
     "secure_threshold": "secure sum: Shamir threshold (0 = default)",
     "secure_clip": "secure sum: clip values to [-c, c] before quantization",
-    "secure_bits": "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked 64-bit word: fewer mask bits, coarser steps); 0 = 21 where 21 bits hold the clients' sum with >= 2^12 levels per client, else 32",
+    "secure_bits": "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked 64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where they hold the clients' sum with >= 2^9 levels per client, else 32",
     "dropout_rate": "secure sum: fraction of sampled clients that drop after masking",
     "rounds": "total rounds (a resumed run continues up to this)",
     "clients_per_round": "clients sampled uniformly each round",

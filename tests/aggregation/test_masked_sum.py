@@ -102,8 +102,11 @@ def test_server_view_uniform_and_input_independent(bits):
   q = ss.quantizer
   ring = 64 if q.lanes > 1 else bits  # b <= 21: lanes packed into 64-bit words, masked mod 2^64
   assert q.lanes == {32: 1, 21: 3, 16: 4, 8: 8}[bits]
-  words = D_VIEW // q.lanes  # words holding only input coordinates (lane 0 holds x[:q.words])
-  lane0 = lambda x: x[:words]  # pylint: disable=unnecessary-lambda-assignment
+  words = D_VIEW // q.lanes  # words holding only input coordinates
+  if q.lanes16:  # word j holds x[4j:4j+4], x[4j+3] in its top 16 bits
+    lane0 = lambda x: x[3::4]  # pylint: disable=unnecessary-lambda-assignment
+  else:  # lane 0 (the low bits) holds x[:q.words]
+    lane0 = lambda x: x[:words]  # pylint: disable=unnecessary-lambda-assignment
   inputs = {"zeros": np.zeros(D_VIEW, np.float32), "plus_c": np.ones(D_VIEW, np.float32),
             "ramp": np.linspace(-1, 1, D_VIEW, dtype=np.float32)}
   for name, x in inputs.items():
@@ -129,7 +132,9 @@ def test_packed_lanes_exact_with_dropouts(bits):
   value_type = [tff.TensorType(np.float32, [d]), tff.TensorType(np.int32, [3])]
   ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, int_clip=5, threshold=4))
   q = ss.quantizer
-  assert q.lanes == 64 // bits and q.words == 16 * -(-(d + 3 + 1) // (16 * q.lanes)) == q.dim
+  assert q.lanes == 64 // bits and q.lanes16 == (bits == 16)
+  # 16-bit lanes are a bitcast of consecutive coordinates; other lanes are aligned slices
+  assert q.words == (-(-(d + 3 + 1) // 4) if q.lanes16 else 16 * -(-(d + 3 + 1) // (16 * q.lanes))) == q.dim
   assert q.upload_bytes() == 8 * q.words
   rng = np.random.default_rng(7)
   values = [[rng.uniform(-1.5, 1.5, d).astype(np.float32), rng.integers(-7, 8, 3).astype(np.int32)]
@@ -204,33 +209,44 @@ def test_out_of_range_values_clipped_and_counted():
   np.testing.assert_allclose(result.value, 3 * np.array([-2, -2, 0, 1.5, 2, 0]), atol=3 * ss.quantizer.step)
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.float32, 2.0**10), (np.float64, 2.0**10), (np.float32, 1000.0)])
-def test_stochastic_rounding_unbiased_both_signs_and_clip_at_c(dtype, scale):
-  """float32 leaves at a power-of-two scale are quantized in 4-byte arithmetic,
-  the rest in float64: the same rules for both."""
+def _coordinates(ss, x, material) -> np.ndarray:
+  """The quantized integers q a client encodes x to (before masks), one per coordinate."""
+  q = ss.quantizer
+  encoded = np.asarray(ss.client_encode(x, material))
+  if q.lanes16:
+    return encoded.view(np.uint16)[:q.payload_dim].astype(np.int64) - q.offset
+  assert q.lanes == 1
+  return encoded.astype(np.uint32)[:q.payload_dim].view(np.int32).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype,scale,bits", [(np.float32, 2.0**10, 32), (np.float64, 2.0**10, 32),
+                                              (np.float32, 1000.0, 32), (np.float32, 2.0**10, 16)])
+def test_stochastic_rounding_unbiased_both_signs_and_clip_at_c(dtype, scale, bits):
+  """float32 leaves at a power-of-two scale are quantized in 4-byte arithmetic
+  (in int32 fixed point at b <= 16), the rest in float64: the same rules for all."""
   d = 20000
   clip = 0.1  # not a float32: float32 leaves clip at the largest float32 <= 0.1
-  ss = build_secure_sum(tff.TensorType(dtype, [d]), 4, SecureSumConfig(clip=clip, scale=scale))
+  ss = build_secure_sum(tff.TensorType(dtype, [d]), 4, SecureSumConfig(clip=clip, scale=scale, bits=bits))
   q = ss.quantizer
   material = ss.new_round(4, 0).client_material()[0]
   for frac in (0.25, 0.75):
     for sign in (1, -1):
       x = np.full(d, sign * (3 + frac) / q.scale, dtype)  # 3.25 or 3.75 steps, either sign
-      words = np.asarray(ss.client_encode(x, material), np.uint32)[:d].view(np.int32)
-      assert set(np.unique(words)) == {sign * 3, sign * 4}
+      coords = _coordinates(ss, x, material)[:d]
+      assert set(np.unique(coords)) == {sign * 3, sign * 4}
       # E[q] = x * s: the mean is within 5 standard errors of 3 + frac
-      assert abs(np.mean(np.abs(words)) - (3 + frac)) < 5 * np.sqrt(frac * (1 - frac) / d)
+      assert abs(np.mean(np.abs(coords)) - (3 + frac)) < 5 * np.sqrt(frac * (1 - frac) / d)
   tiny = np.full(d, -1e-30, dtype)  # far below a step: rounds to 0 (or -1 with negligible odds)
-  assert np.all(np.asarray(ss.client_encode(tiny, material), np.uint32)[:d] == 0)
+  assert np.all(_coordinates(ss, tiny, material)[:d] == 0)
   edge = np.array([clip, -clip, 0.2, np.nan] + [0.0] * (d - 4), dtype)
-  words = np.asarray(ss.client_encode(edge, material), np.uint32)
+  words = _coordinates(ss, edge, material)
   counter = int(words[q.payload_dim - 1])
   assert counter == (2 if dtype == np.float64 else 4)  # 0.2, NaN; float32(+-0.1) lie beyond 0.1
   fast = dtype == np.float32 and q._scale_is_power_of_two  # pylint: disable=protected-access
   assert fast == (dtype == np.float32 and scale == 2.0**10)
   top = int(np.floor((q.clip32 if fast else clip) * q.scale))
-  assert abs(int(words[0:1].view(np.int32)[0])) in (top, top + 1)
-  assert int(words[3:4].view(np.int32)[0]) == 0  # NaN -> 0
+  assert abs(int(words[0])) in (top, top + 1)
+  assert int(words[3]) == 0  # NaN -> 0
 
 
 def test_multiplier_folds_into_the_scale_bit_for_bit():
@@ -245,8 +261,8 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
   x64 = rng.uniform(-1, 1, 13)
   ints = np.array([5, -7, 9], np.int32)
   seed = tf.constant([3, 4], tf.int64)
-  for bits in (32, 21):
-    q = masked_sum.Quantizer(value_type, 5, SecureSumConfig(clip=2.0, bits=bits))
+  for bits in (32, 21, 16):
+    q = masked_sum.Quantizer(value_type, 5, SecureSumConfig(clip=2.0, bits=bits, int_clip=2**10))
     for m in (1.0, 3.0, 37.0):
       folded = q.encode([x32, x64, ints], seed, multiplier=tf.constant(m, tf.float32)).numpy()
       first = q.encode([x32 * np.float32(m), x64 * m, ints], seed).numpy()
@@ -256,14 +272,19 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
         assert int(folded[q.payload_dim - 1]) == want and (m == 1.0 or want > 2)
 
 
-def test_bits_zero_chooses_21_where_they_hold_the_sum_finely_enough():
+def test_bits_zero_chooses_the_fewest_mask_bits_that_hold_the_sum_finely_enough():
   from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
   choose = masked_sum.choose_bits
-  assert choose(100, clip=100.0, int_clip=64) == 21      # secure FedAvg's demo setting: scale 64, 12,800 levels
-  assert choose(10, clip=1.0, int_clip=2**16) == 21       # 10 * 2^16 < 2^20
+  assert choose(10, clip=16.0, int_clip=64) == 16         # the demo: scale 128, 4,096 levels per client
+  assert choose(100, clip=16.0, int_clip=64) == 16        # scale 16, 512 levels per client
+  assert choose(100, clip=100.0, int_clip=64) == 21       # 16 bits: scale 2, 400 levels; 21 bits: scale 64
+  assert choose(10, clip=1.0, int_clip=2**16) == 21       # 10 * 2^16 overflows 16 bits, not 21
   assert choose(100, clip=1.0, int_clip=2**16) == 32      # the weights would overflow 21 bits
-  assert choose(1000, clip=100.0, int_clip=64) == 32      # scale 8: 1,600 levels per client, too coarse
+  assert choose(1000, clip=100.0, int_clip=64) == 21      # scale 8: 1,600 levels per client
+  assert choose(10000, clip=100.0, int_clip=64) == 32     # scale 1: 200 levels per client, too coarse
   assert choose(100, clip=1.0, int_clip=0, has_int=False, scale=2.0**14) == 32  # this scale overflows 21 bits
+  q = masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=16.0, bits=0, int_clip=64))
+  assert (q.bits, q.lanes, q.lanes16, q.scale) == (16, 4, True, 16.0)
   q = masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=100.0, bits=0, int_clip=64))
   assert (q.bits, q.lanes, q.scale) == (21, 3, 64.0)
   assert masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=0)).bits == 32

@@ -47,11 +47,16 @@ of packed words never carries from one lane into the next. Masks are then
 uniform 64-bit words added mod 2^64 (each masked word is uniform over
 Z_{2^64}), so a client expands 64 / floor(64 / b) mask bits per coordinate
 instead of 32 (21.3 at b = 21, 16 at b = 16); the server unmasks mod 2^64,
-splits the lanes and subtracts n o. The quantization is the one of b bits
-either way: packing changes the cost, not the result. `bits=0` lets
-`choose_bits` take 21 bits (two thirds of the mask words of 32) where they
-hold the sum of n clients with at least 2^12 levels per client over [-c, c]
-and the integer leaves fit, else 32.
+splits the lanes and subtracts n o. At 13 <= b <= 16 the four lanes are
+16 bits wide and hold consecutive coordinates, so packing and splitting are
+a bitcast. The quantization is the one of b bits either way: packing changes
+the cost, not the result. `bits=0` lets `choose_bits` take the fewest mask
+bits that hold the sum of n clients with at least AUTO_MIN_LEVELS = 2^9
+levels per client over [-c, c] (and the integer leaves): 16 bits for up to
+31 clients, and up to 127 where the clip meets the power-of-two scale well
+(c = 16: 512 levels at 100 clients); 21 bits for up to 2,045 clients (4,094);
+else 32. At b <= 16 the stochastic rounding draws 16 random bits per
+coordinate instead of 32.
 
 What the simulation shows: the protocol's arithmetic is exact (the unmasked
 integer sum equals the plain one), each vector as it enters the server's sum
@@ -75,9 +80,12 @@ from tff_research.aggregation import protocol as protocol_lib
 
 PRG_ALG = "philox"
 PACK_MAX_BITS = 21  # b <= 21 packs floor(64 / b) lanes per masked 64-bit word
-# bits=0 picks 21 bits when each client keeps at least this many fixed-point
-# levels over [-c, c] (and the integer leaves fit), else 32.
-AUTO_MIN_LEVELS = 2**12
+ROUND16_MAX_BITS = 16  # b <= 16: stochastic rounding in int32 fixed point with 16-bit draws
+# bits=0 picks the first of AUTO_BITS (four, then three coordinates per masked
+# 64-bit word) that holds the sum of n clients with at least this many
+# fixed-point levels per client over [-c, c] (and the integer leaves), else 32.
+AUTO_BITS = (16, 21)
+AUTO_MIN_LEVELS = 2**9
 
 
 def _largest_power_of_two_scale(limit: int, num_clients: int, clip: float) -> Optional[float]:
@@ -88,24 +96,22 @@ def _largest_power_of_two_scale(limit: int, num_clients: int, clip: float) -> Op
 
 def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = True,
                 has_int: bool = True, scale: Optional[float] = None) -> int:
-  """What bits=0 means: 21 (three coordinates per masked 64-bit word, two
-  thirds of the mask words of 32 bits) when 21 bits hold the sum of
-  `num_clients` clients with at least AUTO_MIN_LEVELS fixed-point levels per
-  client over [-c, c], and n * int_clip; else 32."""
-  limit = 2**(PACK_MAX_BITS - 1) - 1
+  """What bits=0 means: the first b of AUTO_BITS (16: four coordinates per
+  masked 64-bit word, 21: three) whose field holds the sum of `num_clients`
+  clients, n * int_clip for the integer leaves and, for the float leaves, at
+  least AUTO_MIN_LEVELS fixed-point levels per client over [-c, c]; else 32.
+  The mask work per coordinate is 16, 21.3 or 32 PRG bits."""
   n = int(num_clients)
-  if has_int and n * int_clip > limit:
-    return 32
-  if has_float:
-    if scale is None:
-      scale = _largest_power_of_two_scale(limit, n, clip)
-      if scale is None:
-        return 32
-    elif n * (clip * scale + 1) > limit:
-      return 32
-    if 2 * clip * scale < AUTO_MIN_LEVELS:
-      return 32
-  return PACK_MAX_BITS
+  for bits in AUTO_BITS:
+    limit = 2**(bits - 1) - 1
+    if has_int and n * int_clip > limit:
+      continue
+    if has_float:
+      s = scale if scale is not None else _largest_power_of_two_scale(limit, n, clip)
+      if s is None or n * (clip * s + 1) > limit or 2 * clip * s < AUTO_MIN_LEVELS:
+        continue
+    return bits
+  return 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +207,12 @@ class Quantizer:
     self.lanes = 64 // self.bits if self.bits <= PACK_MAX_BITS else 1
     self.word_dtype = tf.uint64 if self.lanes > 1 else tf.uint32
     words = -(-self.payload_dim // self.lanes)
-    if self.lanes > 1:
+    # 13 <= b <= 16: four 16-bit lanes, word j holding coordinates 4j..4j+3:
+    # packing and unpacking are a bitcast (no shifts, no lane slices).
+    self.lanes16 = self.lanes == 4
+    if self.lanes16:
+      self.words = self.dim = words
+    elif self.lanes > 1:
       # Lane i of word j holds coordinate i * words + j; a multiple of 16
       # words keeps each lane's slice 64-byte aligned, which TF slices
       # without a copy.
@@ -287,13 +298,17 @@ class Quantizer:
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
     padded = self.words * self.lanes if self.lanes > 1 else self.dim  # whole lanes, or an even length
     parts.append(tf.zeros([padded - self.payload_dim], tf.uint32))
+    if self.lanes16:  # q mod 2^16 per part (a 2-byte concat), + offset wraps back to q + offset in [0, 2 offset]
+      lanes = tf.concat([tf.cast(part, tf.uint16) for part in parts], axis=0) + tf.constant(self.offset, tf.uint16)
+      return tf.bitcast(tf.reshape(lanes, [self.words, 4]), tf.uint64)
     if self.lanes == 1:
       return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
     return self._pack(tf.concat(parts, axis=0))
 
   def _pack(self, coords: tf.Tensor) -> tf.Tensor:
     """uint32 q mod 2^32 per coordinate (lanes * words of them, padded) -> uint64
-    words whose lane i holds coordinate i * words + j as q + offset, b bits."""
+    words whose lane i holds coordinate i * words + j as q + offset, b bits.
+    (`encode` packs 16-bit lanes itself.)"""
     shifted = coords + tf.constant(self.offset, tf.uint32)  # q + offset >= 0 (wraps back from q < 0)
     w = self.words
     lanes = [tf.cast(shifted[i * w:(i + 1) * w], tf.uint64) for i in range(self.lanes)]
@@ -303,6 +318,9 @@ class Quantizer:
 
   def _unpack(self, words: tf.Tensor, clients: tf.Tensor) -> tf.Tensor:
     """Summed uint64 words of `clients` clients -> the signed int64 sum per coordinate."""
+    if self.lanes16:
+      sums = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:self.payload_dim]
+      return tf.cast(sums, tf.int64) - tf.cast(clients, tf.int64) * self.offset
     mask = tf.constant(self.modulus - 1, tf.uint64)
     lanes = [tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.constant(i * self.bits, tf.uint64)), mask)
              for i in range(self.lanes)]
@@ -315,18 +333,27 @@ class Quantizer:
 
     Exact without float64: y = x * s is exact (s is a power of two); when
     every |y| <= clip32 * s (the usual case: this check also fails on NaN and
-    inf) nothing needs clipping, else non-finite values become 0 and the rest
-    are clipped at clip32, and no float32 lies in (clip32, c], so that is
-    clipping at c. Stochastic rounding q = floor(y) + [u < y - floor(y)]:
-    y - floor(y) is exact except for -1 < y < 0, where it is within 2^-25 of
-    the true fraction, so P(round up) is within 2^-22 of it for every y
-    (u has 23 random bits). |q| < 2^31 by the overflow rule, so the int32
-    cast is exact. A `multiplier` m folds into the scale: fl(x m) s = fl(x (m s))
-    for a power-of-two s.
+    inf, as max and min propagate NaN) nothing needs clipping, else
+    non-finite values become 0 and the rest are clipped at clip32, and no
+    float32 lies in (clip32, c], so that is clipping at c. A `multiplier` m folds into the scale: fl(x m) s = fl(x (m s))
+    for a power-of-two s. |q| < 2^31 by the overflow rule.
+
+    Stochastic rounding, q = floor(y) + [u < y - floor(y)] in distribution:
+    * b <= 16 (ROUND16_MAX_BITS): in int32 fixed point with 16 fractional
+      bits, q = (trunc(y 2^16) + r) >> 16 for a uniform 16-bit r (a quarter of
+      a 64-bit PRG word per coordinate). |y| < 2^15 there, so y 2^16 fits an
+      int32; P(round up) is within 2^-16 of the fraction.
+    * else: in float32 with a float32 uniform u (23 random bits); y - floor(y)
+      is exact except for -1 < y < 0, where it is within 2^-25 of the true
+      fraction, so P(round up) is within 2^-22 of it.
     """
-    scale = tf.constant(self.scale, tf.float32)
+    fixed = self.bits <= ROUND16_MAX_BITS
+    unit = 2.0**16 if fixed else 1.0  # y is carried as y * unit
+    scale = tf.constant(self.scale * unit, tf.float32)
     y = x * (scale if multiplier is None else multiplier * scale)
-    in_range = tf.reduce_all(tf.abs(y) <= tf.constant(self.clip32 * self.scale, tf.float32))
+    bound = tf.constant(self.clip32 * self.scale * unit, tf.float32)
+    # Two read-only reductions (NaN propagates through both, so NaN fails the check)
+    in_range = tf.logical_and(tf.reduce_max(y) <= bound, tf.reduce_min(y) >= -bound)
 
     def clip():
       xm = x if multiplier is None else x * multiplier
@@ -335,6 +362,11 @@ class Quantizer:
       return kept * scale, tf.reduce_sum(tf.cast(tf.not_equal(kept, xm), tf.int64))  # out of range, +-inf, NaN
 
     y, out = tf.cond(in_range, lambda: (y, tf.constant(0, tf.int64)), clip)
+    if fixed:
+      size = int(x.shape[0])
+      draws = tf.reshape(tf.bitcast(_prg(seed, -(-size // 4), tf.uint64), tf.uint16), [-1])[:size]
+      q = tf.bitwise.right_shift(tf.cast(y, tf.int32) + tf.cast(draws, tf.int32), 16)
+      return tf.bitcast(q, tf.uint32), out
     floor = tf.floor(y)
     u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
     q = tf.cast(floor + tf.cast(u < y - floor, tf.float32), tf.int32)

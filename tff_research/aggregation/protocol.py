@@ -81,6 +81,7 @@ class ClientState:
     self._self_seed = ka.fresh_seed()
     self._rounding_seed = rounding_seed or ka.fresh_seed()
     self._peer_keys: dict[int, tuple[bytes, bytes]] = {}
+    self._enc_keys: dict[int, bytes] = {}  # v -> the AES key of pair (u, v), both directions
     self._held: dict[int, tuple[int, int]] = {}  # src -> (b share, sk share) for x = self.id + 1
 
   def advertise_keys(self) -> tuple[bytes, bytes]:
@@ -101,7 +102,7 @@ class ClientState:
     self._held[self.id] = (b_shares[self.id + 1], sk_shares[self.id + 1])
     out = {}
     for v in self.neighbours:
-      key = self._c.agree(peer_keys[v][0], self.round_num, self.id, v, _ENC)
+      key = self._enc_keys[v] = self._c.agree(peer_keys[v][0], self.round_num, self.id, v, _ENC)
       out[v] = ka.encrypt(key, _pack_shares(self.id, v, b_shares[v + 1], sk_shares[v + 1]),
                           self._aad(self.id, v))
     return out
@@ -110,7 +111,7 @@ class ClientState:
     for u, ct in ciphertexts.items():
       if u not in self._peer_keys:
         raise SecureAggregationError(f"client {self.id}: share from non-neighbour {u}")
-      key = self._c.agree(self._peer_keys[u][0], self.round_num, self.id, u, _ENC)
+      key = self._enc_keys[u]  # agreed in share_keys (HKDF binds the pair, not its order)
       src, dst, b_share, sk_share = _unpack_shares(ka.decrypt(key, ct, self._aad(u, self.id)))
       if (src, dst) != (u, self.id):
         raise SecureAggregationError(f"client {self.id}: misrouted share {src}->{dst}")

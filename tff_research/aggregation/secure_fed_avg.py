@@ -55,7 +55,7 @@ class SecureAggregationConfig:
   neighbors: Optional[int] = None   # k; None = full graph
   threshold: Optional[int] = None   # t; None = protocol.default_threshold (>= 2/3 of holders)
   clip: float = 1.0                 # c for weighted deltas (num_examples * delta), per coordinate
-  bits: int = 0                     # 0 = masked_sum.choose_bits (21 where it holds the sum finely enough, else 32)
+  bits: int = 0                     # 0 = masked_sum.choose_bits (16 or 21 where they hold the sum finely enough, else 32)
   dropout_rate: float = 0.0         # per sampled client per round, after sharing keys
   seed: int = 0                     # neighbour graph, dropouts, stochastic rounding
   max_clients: int = 100            # overflow bound: clients per round
