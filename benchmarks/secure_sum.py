@@ -7,8 +7,8 @@ Times, per call, on TFF's local runtime (one worker owned by this process):
   plain   `tff.federated_sum` of the same float32 values
 for n clients, d values per client, the full graph (SecAgg) and a k-neighbour
 graph with k = 2 ceil(log2 n) (SecAgg+), at clip 1 and `--bits` (0, the
-default: the package's choice for each n, `masked_sum.choose_bits`). Then one FedAvg round (tiny dense
-model) with secure vs plain aggregation. Full preset: n in {10, 50, 100},
+default: the package's choice for each n, `masked_sum.choose_bits`). Then one
+FedAvg round (tiny dense model) with secure vs plain aggregation. Full preset: n in {10, 50, 100},
 d in {1e4, 1e6}; `--quick`: n in {10, 50}, d = 1e4. Heavy in full: n=100,
 d=1e6 moves 400 MB per call.
 """

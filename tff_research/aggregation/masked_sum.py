@@ -298,18 +298,18 @@ class Quantizer:
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
     padded = self.words * self.lanes if self.lanes > 1 else self.dim  # whole lanes, or an even length
     parts.append(tf.zeros([padded - self.payload_dim], tf.uint32))
-    if self.lanes16:  # q mod 2^16 per part (a 2-byte concat), + offset wraps back to q + offset in [0, 2 offset]
-      lanes = tf.concat([tf.cast(part, tf.uint16) for part in parts], axis=0) + tf.constant(self.offset, tf.uint16)
-      return tf.bitcast(tf.reshape(lanes, [self.words, 4]), tf.uint64)
     if self.lanes == 1:
       return self._reduce(tf.concat(parts, axis=0))  # mod 2^b
-    return self._pack(tf.concat(parts, axis=0))
+    return self._pack(parts)
 
-  def _pack(self, coords: tf.Tensor) -> tf.Tensor:
-    """uint32 q mod 2^32 per coordinate (lanes * words of them, padded) -> uint64
-    words whose lane i holds coordinate i * words + j as q + offset, b bits.
-    (`encode` packs 16-bit lanes itself.)"""
-    shifted = coords + tf.constant(self.offset, tf.uint32)  # q + offset >= 0 (wraps back from q < 0)
+  def _pack(self, parts: list[tf.Tensor]) -> tf.Tensor:
+    """uint32 q mod 2^32 per coordinate (parts of lanes * words of them, padded)
+    -> uint64 words whose lane i holds coordinate i * words + j as q + offset,
+    b bits; with `lanes16`, coordinate 4 j + i in 16-bit lane i."""
+    if self.lanes16:  # q mod 2^16 per part (a 2-byte concat); + offset wraps back to q + offset in [0, 2 offset]
+      lanes = tf.concat([tf.cast(part, tf.uint16) for part in parts], axis=0) + tf.constant(self.offset, tf.uint16)
+      return tf.bitcast(tf.reshape(lanes, [self.words, 4]), tf.uint64)
+    shifted = tf.concat(parts, axis=0) + tf.constant(self.offset, tf.uint32)  # q + offset >= 0 (wraps back from q < 0)
     w = self.words
     lanes = [tf.cast(shifted[i * w:(i + 1) * w], tf.uint64) for i in range(self.lanes)]
     lanes = [lanes[0]] + [tf.bitwise.left_shift(lane, tf.constant(i * self.bits, tf.uint64))
