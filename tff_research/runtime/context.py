@@ -13,6 +13,7 @@ which splits each round's clients across them.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterator, Optional, Sequence
 
 from tff_research.runtime import workers as workers_lib
@@ -30,6 +31,8 @@ _OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
 _SINGLE_WORKER_STUB = None
 _SINGLE_WORKER_CONTEXT = None
 _SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
+# Every gRPC stub made here; `shutdown()` closes them.
+_STUBS: list = []
 
 
 def on_shutdown(callback: Callable[[], None]) -> None:
@@ -51,11 +54,48 @@ def single_worker_stub():
   return _SINGLE_WORKER_STUB
 
 
+@functools.cache
+def _worker_stub_class():
+  """TFF's gRPC stub, except that freeing values on a worker is best effort.
+
+  TFF frees a worker's values from `weakref.finalize` callbacks, which also run
+  at interpreter exit. By then the worker may be gone: we stop it on every exit
+  path, Ctrl-C included, and a remote worker may have died. The failed free
+  used to print a gRPC traceback after the run's clean one-line message.
+  Freeing memory on a worker that no longer exists has nothing left to do, so
+  a closed stub frees nothing and an unreachable worker's free is dropped.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.executors import executors_errors  # pylint: disable=g-import-not-at-top
+
+  class WorkerStub(tff.framework.RemoteExecutorGrpcStub):
+    closed = False
+
+    def dispose(self, request):
+      if self.closed:
+        return None
+      try:
+        return super().dispose(request)
+      except executors_errors.RetryableGRPCError:  # the worker is unreachable
+        return None
+
+    def dispose_executor(self, request):
+      if self.closed:
+        return None
+      try:
+        return super().dispose_executor(request)
+      except executors_errors.RetryableGRPCError:
+        return None
+
+  return WorkerStub
+
+
 def _stub_for(address: str):
   import grpc  # pylint: disable=g-import-not-at-top
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-  return tff.framework.RemoteExecutorGrpcStub(channel)
+  stub = _worker_stub_class()(channel)
+  _STUBS.append(stub)
+  return stub
 
 
 def _executor_factory(address: str, default_num_clients: int = 0, stub=None):
@@ -101,6 +141,8 @@ def _forget_workers() -> None:
 def shutdown() -> None:
   """Stops the workers this process started for its contexts."""
   _forget_workers()
+  while _STUBS:  # values still alive must not try to free themselves on a stopped worker
+    _STUBS.pop().closed = True
   while _OWNED_WORKERS:
     _OWNED_WORKERS.pop().stop()
   workers_lib.reap_stray_workers()
