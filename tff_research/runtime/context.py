@@ -71,21 +71,19 @@ def _worker_stub_class():
   class WorkerStub(tff.framework.RemoteExecutorGrpcStub):
     closed = False
 
-    def dispose(self, request):
+    def _free(self, rpc, request):
       if self.closed:
         return None
       try:
-        return super().dispose(request)
+        return rpc(request)
       except executors_errors.RetryableGRPCError:  # the worker is unreachable
         return None
 
+    def dispose(self, request):
+      return self._free(super().dispose, request)
+
     def dispose_executor(self, request):
-      if self.closed:
-        return None
-      try:
-        return super().dispose_executor(request)
-      except executors_errors.RetryableGRPCError:
-        return None
+      return self._free(super().dispose_executor, request)
 
   return WorkerStub
 

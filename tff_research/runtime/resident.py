@@ -99,11 +99,11 @@ def _run(coroutine):
 
 
 def reset() -> None:
-  """Forgets every executor (the workers behind them were stopped)."""
+  """Forgets every executor (the workers behind them were stopped or replaced).
+
+  Handles dropped later free nothing on a stopped worker: `shutdown()` closes its stub.
+  """
   with _lock:
-    for executor in _executors.values():
-      # Its worker is gone: handles dropped later must not try to free values there.
-      executor._executor_id = None  # pylint: disable=protected-access
     _executors.clear()
     _compiled.clear()
     _comp_values.clear()
