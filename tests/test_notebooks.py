@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import warnings
 
 import pytest
 
@@ -19,18 +20,36 @@ def test_notebook_is_stored_without_outputs(path):
           f"{os.path.basename(path)} has outputs; strip them before committing"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_executes(path, python_env, tmp_path, shakespeare_dir):
+# TF 2.14 once failed to trace TFF's Keras `predict_on_batch` in a fresh kernel, calling
+# it with its `TfMethodTarget` as `self` (1 of about 25 CI runs of this notebook). It did
+# not come back in 20 local runs, nor with Python's GC forced at every allocation or the
+# CPUs saturated. A run that fails that way, and only that way, is run once more.
+_TF_TRACING_RACE = "'TfMethodTarget' object has no attribute"
+
+
+def _execute(path: str, run_dir: str) -> None:
   import nbformat  # pylint: disable=g-import-not-at-top
   from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top
-  notebook = nbformat.read(path, as_version=4)
+  os.makedirs(run_dir, exist_ok=True)
+  os.environ["TFF_RESEARCH_OUTPUT_DIR"] = run_dir
+  NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": run_dir}}).execute()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_executes(path, python_env, tmp_path, shakespeare_dir):
+  from nbclient.exceptions import CellExecutionError  # pylint: disable=g-import-not-at-top
   env_backup = dict(os.environ)
   os.environ.update(python_env)
-  os.environ.update({"TFF_RESEARCH_TINY": "1", "TFF_RESEARCH_DATA_DIR": shakespeare_dir,
-                     "TFF_RESEARCH_OUTPUT_DIR": str(tmp_path)})
+  os.environ.update({"TFF_RESEARCH_TINY": "1", "TFF_RESEARCH_DATA_DIR": shakespeare_dir})
   try:
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    try:
+      _execute(path, str(tmp_path / "first"))
+    except CellExecutionError as e:
+      if _TF_TRACING_RACE not in str(e):
+        raise
+      warnings.warn(f"{os.path.basename(path)}: TF's tracing race hit; running the notebook once more")
+      _execute(path, str(tmp_path / "second"))
   finally:
     os.environ.clear()
     os.environ.update(env_backup)
