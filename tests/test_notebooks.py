@@ -21,9 +21,9 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 # TF 2.14 once failed to trace TFF's Keras `predict_on_batch` in a fresh kernel, calling
-# it with its `TfMethodTarget` as `self` (once in some twenty full-suite runs). It did
-# not come back in 20 local runs, nor with Python's GC forced at every allocation or the
-# CPUs saturated. A run that fails that way, and only that way, is run once more.
+# it with its `TfMethodTarget` as `self` (once in some twenty full-suite runs). It did not
+# come back in 13 local runs (5 with the CPUs saturated), nor with Python's GC run at every
+# allocation. A run that fails that way, and only that way, is run once more.
 _TF_TRACING_RACE = "'TfMethodTarget' object has no attribute"
 
 
