@@ -176,3 +176,26 @@ def test_unknown_scale_is_one_line(python_env, repo_root, tmp_path):
 def test_report_cli_without_results_is_one_line(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
   assert "no experiment summary.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop, code, said", [(KeyboardInterrupt(), 130, "interrupted;"),
+                                              (SystemExit(143), 143, "terminated (SIGTERM);")])
+def test_a_stopped_experiment_says_finished_runs_are_kept(monkeypatch, capsys, tmp_path, stop, code, said):
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  calls = []
+  monkeypatch.setattr(runtime, "use_local_runtime", lambda: calls.append("start"))
+  monkeypatch.setattr(runtime, "shutdown", lambda: calls.append("shutdown"))
+
+  def stopped(*_):
+    raise stop
+
+  monkeypatch.setattr(runner, "run", stopped)
+  if isinstance(stop, SystemExit):
+    with pytest.raises(SystemExit) as exited:
+      runner.main(["secure_cost"], "smoke", str(tmp_path), None, verbose=False)
+    assert exited.value.code == code
+  else:
+    assert runner.main(["secure_cost"], "smoke", str(tmp_path), None, verbose=False) == code
+  err = capsys.readouterr().err
+  assert said in err and "finished runs are kept" in err
+  assert calls == ["start", "shutdown"]

@@ -6,6 +6,7 @@ exit status 2, never a stack trace. Everything already checkpointed stays.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional
 
@@ -13,6 +14,7 @@ from tff_research.learning.config import ExperimentConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + int(signal.SIGTERM)  # what runtime.workers exits with
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -52,9 +54,12 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     result = experiment.run_experiment(config, progress=progress, plot=plot, data=data)
     rounds_done = result.run.rounds_completed
   except KeyboardInterrupt:
-    print(f"\ninterrupted; checkpoints and metrics saved so far are in {config.run_dir} "
-          "(rerun the same command to resume)", file=sys.stderr)
+    print(f"\ninterrupted; {_saved_so_far(config)}", file=sys.stderr)
     return EXIT_INTERRUPTED
+  except SystemExit as e:  # SIGTERM (a scheduler preempting the job), see runtime.workers
+    if e.code == EXIT_TERMINATED:
+      print(f"\nterminated (SIGTERM); {_saved_so_far(config)}", file=sys.stderr)
+    raise
   except user_errors() as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
     return EXIT_USAGE
@@ -71,6 +76,11 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   if result.plot_path:
     print(f"Learning curve: {result.plot_path}")
   return 0
+
+
+def _saved_so_far(config: ExperimentConfig) -> str:
+  return (f"checkpoints and metrics saved so far are in {config.run_dir} "
+          "(rerun the same command to resume)")
 
 
 def _most_frequent_word(data) -> str:

@@ -102,6 +102,10 @@ def main(names, scale: str, output_dir: str, data_dir: Optional[str], verbose: b
   except KeyboardInterrupt:
     print("\ninterrupted; finished runs are kept (rerun the same command to resume)", file=sys.stderr)
     return entry_point.EXIT_INTERRUPTED
+  except SystemExit as e:
+    if e.code == entry_point.EXIT_TERMINATED:
+      print("\nterminated (SIGTERM); finished runs are kept (rerun the same command to resume)", file=sys.stderr)
+    raise
   except entry_point.user_errors() as e:
     print(f"error: {entry_point.error_line(e)}", file=sys.stderr)
     return entry_point.EXIT_USAGE

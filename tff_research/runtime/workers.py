@@ -17,6 +17,7 @@ default context started, as a last line of defence.
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import os
@@ -240,10 +241,36 @@ def reap_stray_workers() -> list[int]:
   return killed
 
 
+_EXIT_PENDING = False
+
+
+def _raise_exit(code: int) -> None:
+  raise SystemExit(code)
+
+
 def _on_sigterm(signum, frame):  # pylint: disable=unused-argument
+  """Stops the workers, then exits by raising SystemExit in the main thread, so
+  `finally` blocks (and saved state) unwind.
+
+  When the signal lands while the main thread runs an event loop (a
+  `tff.program` save or release in `asyncio.run`), raising here would raise
+  inside one of the loop's tasks; asyncio then re-raises it from the tasks that
+  await that one and logs "Task exception was never retrieved" with the whole
+  traceback at exit. The exit is raised from a loop callback instead, the way
+  asyncio itself defers Ctrl-C: it stops the loop at its next step and
+  `asyncio.run` cancels the tasks cleanly. A second SIGTERM exits at once.
+  """
+  global _EXIT_PENDING
   stop_all_workers()
-  # Raise in the main thread so `finally` blocks (and saved state) unwind.
-  raise SystemExit(128 + signum)
+  code = 128 + signum
+  try:
+    loop = asyncio.get_running_loop()
+  except RuntimeError:
+    loop = None
+  if loop is None or _EXIT_PENDING or loop.is_closed():
+    raise SystemExit(code)
+  _EXIT_PENDING = True
+  loop.call_soon_threadsafe(_raise_exit, code)
 
 
 def install_exit_hooks() -> None:
