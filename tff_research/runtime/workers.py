@@ -267,7 +267,7 @@ def _on_sigterm(signum, frame):  # pylint: disable=unused-argument
     loop = asyncio.get_running_loop()
   except RuntimeError:
     loop = None
-  if loop is None or _EXIT_PENDING or loop.is_closed():
+  if loop is None or _EXIT_PENDING:
     raise SystemExit(code)
   _EXIT_PENDING = True
   loop.call_soon_threadsafe(_raise_exit, code)
