@@ -252,13 +252,13 @@ def _on_sigterm(signum, frame):  # pylint: disable=unused-argument
   """Stops the workers, then exits by raising SystemExit in the main thread, so
   `finally` blocks (and saved state) unwind.
 
-  When the signal lands while the main thread runs an event loop (a
+  When the signal lands inside a task of an event loop the main thread runs (a
   `tff.program` save or release in `asyncio.run`), raising here would raise
-  inside one of the loop's tasks; asyncio then re-raises it from the tasks that
-  await that one and logs "Task exception was never retrieved" with the whole
-  traceback at exit. The exit is raised from a loop callback instead, the way
-  asyncio itself defers Ctrl-C: it stops the loop at its next step and
-  `asyncio.run` cancels the tasks cleanly. A second SIGTERM exits at once.
+  inside that task; asyncio then re-raises it from the tasks that await it and
+  logs "Task exception was never retrieved" with the whole traceback at exit.
+  The exit is raised from a loop callback instead, the way asyncio itself
+  defers Ctrl-C: it stops the loop at its next step and `asyncio.run` cancels
+  the tasks cleanly. Outside a task, or on a second SIGTERM, it exits at once.
   """
   global _EXIT_PENDING
   stop_all_workers()
@@ -267,7 +267,7 @@ def _on_sigterm(signum, frame):  # pylint: disable=unused-argument
     loop = asyncio.get_running_loop()
   except RuntimeError:
     loop = None
-  if loop is None or _EXIT_PENDING:
+  if loop is None or _EXIT_PENDING or asyncio.current_task(loop) is None:
     raise SystemExit(code)
   _EXIT_PENDING = True
   loop.call_soon_threadsafe(_raise_exit, code)
