@@ -88,6 +88,9 @@ def run(name: str, scale: str, output_dir: str = "results", data_dir: Optional[s
   return summary
 
 
+_KEPT = "finished runs are kept (rerun the same command to resume)"
+
+
 def main(names, scale: str, output_dir: str, data_dir: Optional[str], verbose: bool) -> int:
   """Command-line driver: installs the local TFF runtime, runs `names`, always stops the worker."""
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
@@ -100,11 +103,11 @@ def main(names, scale: str, output_dir: str, data_dir: Optional[str], verbose: b
     for name in names:
       run(name, scale, output_dir, data_dir)
   except KeyboardInterrupt:
-    print("\ninterrupted; finished runs are kept (rerun the same command to resume)", file=sys.stderr)
+    print(f"\ninterrupted; {_KEPT}", file=sys.stderr)
     return entry_point.EXIT_INTERRUPTED
-  except SystemExit as e:
+  except SystemExit as e:  # SIGTERM, see runtime.workers
     if e.code == entry_point.EXIT_TERMINATED:
-      print("\nterminated (SIGTERM); finished runs are kept (rerun the same command to resume)", file=sys.stderr)
+      print(f"\nterminated (SIGTERM); {_KEPT}", file=sys.stderr)
     raise
   except entry_point.user_errors() as e:
     print(f"error: {entry_point.error_line(e)}", file=sys.stderr)
