@@ -1,24 +1,28 @@
 r"""Secure vs plain FedAvg on the demo NWP model: round time and accuracy, same seed.
 
-  python -m benchmarks.secure_fedavg_nwp                    # demo config, 10 clients, 5 rounds
-  python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --secure_neighbors=14 --rounds=5
+  python -m benchmarks.secure_fedavg_nwp --rounds=21                       # 10 clients, AES-CTR and Philox masks
+  python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
+  python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
 
-Builds the demo preset's training process twice from the same seed, once
-with TFF's weighted mean and once with `--aggregator=secure`, and runs them
-side by side on the same sampled clients: round r of one, then round r of the
-other, which one goes first alternating from round to round, so that a slow
-spell of the machine hits both alike (give an odd --rounds: an even number of
-steady rounds lets each go first equally often). Prints the median steady round (rounds
-2..R) of each, the median over those rounds of secure / plain for the same
-round (`secure_round_time_ratio`, the last line), the final federated test
-accuracy and loss of each model, the secure sum's clipped count, and the
-worker's CPU seconds per steady round for each (the secure sum's work is CPU
-work: `secure_extra_worker_cpu_s` is what it adds to a round).
+Builds the demo preset's training process once with TFF's weighted mean and
+once per mask PRG in `--secure_prg` with `--aggregator=secure` (the degree and
+threshold the Bell et al. bound gives for the round's clients unless
+`--secure_neighbors` says otherwise), from the same seed, and runs them side
+by side on the same sampled clients: round r of each, in an order that
+changes from round to round (every order of the processes in turn), so that
+a slow spell of the machine hits all alike.
+Prints, per secure process, the median steady round (rounds 2..R), the
+median over those rounds of secure / plain for the same round
+(`secure_round_time_ratio[<prg>]`), the final federated test accuracy and
+loss, the clipped count, and the worker's CPU seconds per steady round
+(`secure_extra_worker_cpu_s`: the masks' share of it is zero for AES-CTR,
+expanded in Python, so the Python process's CPU is printed too).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import statistics
 import sys
 import time
@@ -27,85 +31,111 @@ from benchmarks import pairing
 from tff_research.runtime import logs
 
 
-def main(argv=None) -> int:
+def _parse(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--clients_per_round", type=int, default=10)
-  parser.add_argument("--secure_neighbors", type=int, default=0)
+  parser.add_argument("--secure_neighbors", type=int, default=0, help="0 = the Bell et al. bound's k")
   parser.add_argument("--secure_bits", type=int, default=0, help="0 = the package's choice (masked_sum.choose_bits)")
+  parser.add_argument("--secure_prg", default="aes-ctr,philox", help="comma-separated mask PRGs to compare")
   parser.add_argument("--secure_clip", type=float, default=None)
   parser.add_argument("--data_dir", default=None)
-  args = parser.parse_args(argv)
-  logs.configure_logging()
-  from tff_research import runtime  # pylint: disable=g-import-not-at-top
-  from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
-  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import experiment, process, training_loop  # pylint: disable=g-import-not-at-top
-  from tff_research.learning.config import PRESETS  # pylint: disable=g-import-not-at-top
+  return parser.parse_args(argv)
 
+
+def _configs(args):
+  from tff_research.learning.config import PRESETS  # pylint: disable=g-import-not-at-top
   base = dataclasses.replace(PRESETS["demo"], rounds=args.rounds, clients_per_round=args.clients_per_round,
                              data_dir=args.data_dir)
   if args.secure_clip is not None:
     base = dataclasses.replace(base, secure_clip=args.secure_clip)
-  configs = {"plain": base, "secure": dataclasses.replace(
-      base, aggregator="secure", secure_neighbors=args.secure_neighbors, secure_bits=args.secure_bits)}
+  configs = {"plain": base}
+  for prg in args.secure_prg.split(","):
+    configs[prg] = dataclasses.replace(base, aggregator="secure", secure_neighbors=args.secure_neighbors,
+                                       secure_bits=args.secure_bits, secure_prg=prg)
   for config in configs.values():
     config.validate()
+  return base, configs
+
+
+def _train_side_by_side(base, configs, data):
+  """Round r of every process on round r's clients, the order changing by round; returns the timings."""
+  from tff_research.learning import experiment, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
+  loop = base.loop_config()
+  model_fn = experiment.build_model_fn(base, data)
+  processes = {name: process.build_training_process(model_fn, c.algorithm_config()) for name, c in configs.items()}
+  states = {name: p.initialize() for name, p in processes.items()}
+  names = list(processes)
+  orders = list(itertools.permutations(names))  # every pair in either order equally often
+  timing = {key: {name: [] for name in names} for key in ("wall", "worker_cpu", "python_cpu", "position")}
+  secure = {name: {} for name in names}
+  for round_num in range(1, base.rounds + 1):
+    ids = training_loop.sample_clients(data.train_client_ids, base.clients_per_round, base.seed, round_num)
+    datasets = data.client_datasets(ids, loop.client_spec, "train", base.seed, round_num)
+    for position, name in enumerate(orders[round_num % len(orders)]):
+      start, start_cpu, start_py = time.perf_counter(), workers.worker_cpu_seconds(), time.process_time()
+      output = processes[name].next(states[name], datasets)
+      states[name] = output.state
+      timing["wall"][name].append(time.perf_counter() - start)
+      timing["worker_cpu"][name].append(workers.worker_cpu_seconds() - start_cpu)
+      timing["python_cpu"][name].append(time.process_time() - start_py)
+      timing["position"][name].append(position)
+      metrics = process.secure_aggregation_metrics(output.metrics)
+      secure[name]["clipped"] = secure[name].get("clipped", 0.0) + metrics.get("clipped", 0.0)
+      secure[name].update({k: metrics[k] for k in ("upload_bytes_per_client", "bits", "neighbors", "threshold")
+                           if k in metrics})
+  return processes, states, timing, secure, model_fn
+
+
+def _evaluate(base, data, processes, states, model_fn):
+  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import process, training_loop  # pylint: disable=g-import-not-at-top
+  loop = base.loop_config()
+  eval_ids = training_loop.eval_client_ids(data, loop)
+  eval_datasets = data.client_datasets(eval_ids, nwp.ClientSpec(1, loop.eval_batch_size, None, shuffle=False),
+                                       split="test")
+  evaluation = process.build_evaluation_process(model_fn)
+  return {name: process.evaluate(evaluation, evaluation.initialize(), p.get_model_weights(states[name]),
+                                 eval_datasets)[1] for name, p in processes.items()}
+
+
+def _report(args, base, timing, secure, final):
+  wall, names = timing["wall"], list(timing["wall"])
+  print(f"clients/round={args.clients_per_round} rounds={args.rounds} clip={base.secure_clip}")
+  for name in names:
+    extra = ""
+    if name != "plain":
+      s = secure[name]
+      extra = (f", k={s['neighbors']:.0f} t={s['threshold']:.0f} bits={s['bits']:.0f}, clipped {s['clipped']:.0f}, "
+               f"upload {s['upload_bytes_per_client']:,.0f} B/client")
+    print(f"{name}: median round {statistics.median(pairing.steady(wall[name])):.2f} s, final accuracy "
+          f"{final[name]['accuracy']:.4f}, eval loss {final[name]['loss']:.4f}{extra}")
+  for key in ("wall", "worker_cpu", "python_cpu"):
+    for name in names:
+      print(f"{name}_{key}_s=" + ",".join(f"{t:.2f}" for t in timing[key][name]))
+  for name in names[1:]:
+    cpu = {key: statistics.median(pairing.steady([s - p for s, p in zip(timing[key][name], timing[key]["plain"])]))
+           for key in ("worker_cpu", "python_cpu")}
+    print(f"[{name}] secure_extra_worker_cpu_s={cpu['worker_cpu']:.2f} "
+          f"secure_extra_python_cpu_s={cpu['python_cpu']:.2f} "
+          f"accuracy_difference_points={100 * (final[name]['accuracy'] - final['plain']['accuracy']):+.3f}")
+    first = [s < p for s, p in zip(timing["position"][name], timing["position"]["plain"])]
+    print("\n".join(pairing.paired_summary(f"secure_round_time_ratio[{name}]", wall[name], wall["plain"],
+                                           went_first=first)))
+
+
+def main(argv=None) -> int:
+  args = _parse(argv)
+  logs.configure_logging()
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  base, configs = _configs(args)
   with runtime.local_runtime():
     data = experiment.load_nwp_data(base, verbose=False)
-    loop = base.loop_config()
-    model_fn = experiment.build_model_fn(base, data)
-    processes = {name: process.build_training_process(model_fn, config.algorithm_config())
-                 for name, config in configs.items()}
-    states = {name: p.initialize() for name, p in processes.items()}
-    times: dict[str, list[float]] = {name: [] for name in processes}
-    secure_first: list[bool] = []
-    cpu: dict[str, list[float]] = {name: [] for name in processes}
-    clipped = 0.0
-    upload = 0.0
-    bits = 0
-    for round_num in range(1, args.rounds + 1):
-      ids = training_loop.sample_clients(data.train_client_ids, base.clients_per_round, base.seed, round_num)
-      datasets = data.client_datasets(ids, loop.client_spec, "train", base.seed, round_num)
-      order = ("plain", "secure") if round_num % 2 else ("secure", "plain")
-      secure_first.append(order[0] == "secure")
-      for name in order:
-        start, start_cpu = time.perf_counter(), workers.worker_cpu_seconds()
-        output = processes[name].next(states[name], datasets)
-        states[name] = output.state
-        times[name].append(time.perf_counter() - start)
-        cpu[name].append(workers.worker_cpu_seconds() - start_cpu)
-        if name == "secure":
-          secure = process.secure_aggregation_metrics(output.metrics)
-          clipped += secure.get("clipped", 0.0)
-          upload = secure.get("upload_bytes_per_client", 0.0)
-          bits = int(secure.get("bits", 0))
-    eval_ids = training_loop.eval_client_ids(data, loop)
-    eval_datasets = data.client_datasets(eval_ids, nwp.ClientSpec(1, loop.eval_batch_size, None, shuffle=False),
-                                         split="test")
-    evaluation = process.build_evaluation_process(model_fn)
-    final = {}
-    for name, p in processes.items():
-      _, final[name] = process.evaluate(evaluation, evaluation.initialize(), p.get_model_weights(states[name]),
-                                        eval_datasets)
-
-  median = {name: statistics.median(pairing.steady(t)) for name, t in times.items()}
-  print(f"clients/round={args.clients_per_round} rounds={args.rounds} neighbors={args.secure_neighbors or 'all'} "
-        f"bits={bits} clip={base.secure_clip}")
-  for name in ("plain", "secure"):
-    print(f"{name}: median round {median[name]:.2f} s, final accuracy {final[name]['accuracy']:.4f}, "
-          f"eval loss {final[name]['loss']:.4f}")
-  print(f"secure: clipped values {clipped:.0f}, upload {upload:,.0f} B/client")
-  for name in ("plain", "secure"):
-    print(f"{name}_round_seconds=" + ",".join(f"{t:.2f}" for t in times[name]))
-  for name in ("plain", "secure"):
-    print(f"{name}_worker_cpu_s=" + ",".join(f"{t:.2f}" for t in cpu[name]))
-  cpu_median = {name: statistics.median(pairing.steady(c)) for name, c in cpu.items()}
-  print(f"worker_cpu_s_per_round plain={cpu_median['plain']:.2f} secure={cpu_median['secure']:.2f} "
-        f"secure_extra_worker_cpu_s={statistics.median(pairing.steady([s - p for s, p in zip(cpu['secure'], cpu['plain'])])):.2f}")
-  print(f"accuracy_difference_points={100 * (final['secure']['accuracy'] - final['plain']['accuracy']):+.3f}")
-  print("\n".join(pairing.paired_summary("secure_round_time_ratio", times["secure"], times["plain"],
-                                         went_first=secure_first)))
+    processes, states, timing, secure, model_fn = _train_side_by_side(base, configs, data)
+    final = _evaluate(base, data, processes, states, model_fn)
+  _report(args, base, timing, secure, final)
   return 0
 
 

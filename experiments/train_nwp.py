@@ -37,11 +37,17 @@ _HELP = {
     "server_momentum": "server momentum (sgdm)",
     "server_epsilon": "server epsilon / tau (adagrad, adam, yogi)",
     "aggregator": "plain (TFF weighted mean) or secure (pairwise-masked secure sum)",
-    "secure_neighbors": "secure sum: masking neighbours per client (0 = all, SecAgg; k = SecAgg+)",
-    "secure_threshold": "secure sum: Shamir threshold (0 = default)",
+    "secure_neighbors": "secure sum: masking neighbours per client k, even (SecAgg+), checked against the "
+                        "Bell et al. bound; 0 = the smallest safe k; >= clients_per_round - 1 = the complete graph (SecAgg)",
+    "secure_threshold": "secure sum: Shamir threshold t, checked against the bound (0 = chosen within it)",
+    "secure_max_dropout": "secure sum: the fraction of a round's clients that may drop (delta); sets k and t, "
+                          "and a round with more dropouts is refused on a SecAgg+ graph",
+    "secure_max_corrupt": "secure sum: the fraction of clients that may collude with the server (gamma); sets k and t",
+    "secure_prg": "secure sum: mask PRG, aes-ctr (AES-128-CTR, cryptographic) or philox (fast, not cryptographic)",
     "secure_clip": "secure sum: clip values to [-c, c] before quantization",
     "secure_bits": "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked 64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where they hold the clients' sum with >= 2^9 levels per client, else 32",
-    "dropout_rate": "secure sum: fraction of sampled clients that drop after masking",
+    "dropout_rate": "secure sum: simulated fraction of sampled clients that drop after sharing keys "
+                    "(at most --secure_max_dropout)",
     "rounds": "total rounds (a resumed run continues up to this)",
     "clients_per_round": "clients sampled uniformly each round",
     "client_epochs": "local epochs per round",

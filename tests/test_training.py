@@ -100,14 +100,16 @@ def test_client_sampling_is_uniform_without_replacement_and_seeded():
 
 def test_secure_aggregation_run_records_its_costs(smoke):
   config, data = smoke
+  # 3 clients, up to one of them dropping: the complete graph with t = 2.
   result = _run(config, data, experiment_name="secure", rounds=2, aggregator="secure",
-                secure_clip=50.0, dropout_rate=0.34, clients_per_round=3)
+                secure_clip=50.0, dropout_rate=0.33, secure_max_dropout=1 / 3, clients_per_round=3)
   rows = training_loop.read_metrics_csv(os.path.join(result.run.run_dir, "metrics.csv"))
   assert [r["round"] for r in rows] == [1, 2]
   for row in rows:
     assert row["secure/upload_bytes_per_client"] > 0
     assert row["secure/clients"] + row["secure/dropped"] == 3
     assert row["secure/clipped"] >= 0
+    assert (row["secure/neighbors"], row["secure/threshold"], row["secure/cryptographic_prg"]) == (2, 2, 1)
     assert np.isfinite(row["train/loss"])
 
 

@@ -1,4 +1,4 @@
-"""The Federated Core secure sum: exactness, the server's view, fresh keys, dropouts, overflow."""
+"""The Federated Core secure sum: exactness, the server's view, fresh keys, dropouts, overflow, bad configs."""
 import itertools
 
 import numpy as np
@@ -7,6 +7,7 @@ import scipy.stats
 import tensorflow_federated as tff
 
 from tff_research.aggregation import SecureAggregationError, SecureSumConfig, build_secure_sum
+from tff_research.aggregation import prg
 
 # Model-weight-like nested structure: a list of float arrays of different shapes + an int leaf.
 VALUE_TYPE = [tff.TensorType(np.float32, [5, 3]), tff.TensorType(np.float32, [3]),
@@ -45,38 +46,33 @@ def test_integer_sum_exact_and_float_within_quantization_bound(secure_sum):
   rng = np.random.default_rng(0)
   values = _values(rng, N)
   result = secure_sum(values, round_num=0)
-  assert result.clients == N and result.dropped == 0
+  assert result.clients == N and result.dropped == 0 and result.prg == "aes-ctr"
   _check(result, values, range(N), secure_sum.quantizer)
   # The unmasked modular sum equals the plain sum of the quantized integer vectors, bit for bit.
   rnd = secure_sum.new_round(N, round_num=1)
-  material = rnd.client_material()
+  material = secure_sum.client_materials(rnd, range(N))
   encoded = [np.asarray(secure_sum.client_encode(v, m), np.uint64) for v, m in zip(values, material)]
   plain = np.sum(encoded, axis=0) % 2**32
-  out = secure_sum.masked_sum(values, material)
-  seeds, signs = rnd.unmask(list(range(N)), [])
-  masked_total = np.asarray(out["masked_sum"], np.uint64)
+  masked_total = np.asarray(secure_sum.masked_sum(values, material)["masked_sum"], np.uint64)
+  secure_sum.masks.release()
   assert not np.array_equal(masked_total, plain)  # masks are on in the sum...
-  # ...and removing them (server side, as `unmask` does) leaves exactly the plain sum.
+  # ...and removing the rebuilt self masks, each expanded here with AES-128-CTR, leaves exactly the plain sum.
   correction = np.zeros_like(plain)
-  for seed, sign in zip(seeds, signs):
-    prg = np.asarray(_prg(seed, secure_sum.quantizer.dim), np.uint64)
-    correction = (correction + (prg if sign == 1 else 2**32 - prg)) % 2**32
+  for seed, sign in rnd.unmask(list(range(N)), []):
+    assert sign == 1  # no dropouts: only self masks are left
+    correction = (correction + prg.expand(seed, secure_sum.quantizer.dim, np.uint32)) % 2**32
   np.testing.assert_array_equal((masked_total + 2**32 - correction) % 2**32, plain)
 
 
-def _prg(seed, size):
+def test_every_philox_seed_bit_changes_the_stream():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
-  return masked_sum._prg(tf.constant(seed, tf.int64), size).numpy()  # pylint: disable=protected-access
-
-
-def test_every_seed_bit_changes_the_prg_stream():
-  base = _prg(np.zeros(2, np.int64), 64)
+  stream = lambda seed: prg.philox_words(tf.constant(seed, tf.int64), 64).numpy()  # pylint: disable=unnecessary-lambda-assignment
+  base = stream(np.zeros(2, np.int64))
   for word in range(2):
     for bit in range(64):
       seed = np.zeros(2, np.uint64)
       seed[word] = np.uint64(1) << np.uint64(bit)
-      assert not np.array_equal(_prg(seed.view(np.int64), 64), base), (word, bit)
+      assert not np.array_equal(stream(seed.view(np.int64)), base), (word, bit)
 
 
 def _uniform_over_ring(v, bits, x=None):
@@ -95,10 +91,11 @@ def _uniform_over_ring(v, bits, x=None):
   return True
 
 
-@pytest.mark.parametrize("bits", [32, 21, 16, 8])
-def test_server_view_uniform_and_input_independent(bits):
+@pytest.mark.parametrize("bits,mask_prg", [(32, "aes-ctr"), (21, "aes-ctr"), (16, "aes-ctr"), (8, "aes-ctr"),
+                                           (32, "philox"), (16, "philox")])
+def test_server_view_uniform_and_input_independent(bits, mask_prg):
   ss = build_secure_sum(tff.TensorType(np.float32, [D_VIEW]), 4,
-                        SecureSumConfig(clip=1.0, bits=bits, threshold=3))
+                        SecureSumConfig(clip=1.0, bits=bits, threshold=3, prg=mask_prg))
   q = ss.quantizer
   ring = 64 if q.lanes > 1 else bits  # b <= 21: lanes packed into 64-bit words, masked mod 2^64
   assert q.lanes == {32: 1, 21: 3, 16: 4, 8: 8}[bits]
@@ -111,7 +108,7 @@ def test_server_view_uniform_and_input_independent(bits):
             "ramp": np.linspace(-1, 1, D_VIEW, dtype=np.float32)}
   for name, x in inputs.items():
     rnd = ss.new_round(4, round_num=0)
-    material = rnd.client_material()
+    material = ss.client_materials(rnd, range(4))
     views = ss.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
     assert len(views) == 4
     for view in views:
@@ -123,19 +120,23 @@ def test_server_view_uniform_and_input_independent(bits):
         f"unmasked {name} passed the uniformity test"
     # and the standalone client computation gives what the federated one delivered
     np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
+    ss.masks.release()
 
 
-@pytest.mark.parametrize("bits", [21, 16, 10, 8])
-def test_packed_lanes_exact_with_dropouts(bits):
+@pytest.mark.parametrize("bits,mask_prg", [(32, "aes-ctr"), (21, "aes-ctr"), (16, "aes-ctr"), (10, "aes-ctr"),
+                                           (8, "aes-ctr"), (21, "philox"), (16, "philox")])
+def test_packed_lanes_exact_with_dropouts(bits, mask_prg):
   """b <= 21 packs 64 // b coordinates per masked 64-bit word: the same sums, fewer mask bits."""
   n, d = 6, 101  # odd sizes: a partly filled last word
   value_type = [tff.TensorType(np.float32, [d]), tff.TensorType(np.int32, [3])]
-  ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, int_clip=5, threshold=4))
+  ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, int_clip=5,
+                                                       max_dropout=0.34, prg=mask_prg))
   q = ss.quantizer
-  assert q.lanes == 64 // bits and q.lanes16 == (bits == 16)
-  # 16-bit lanes are a bitcast of consecutive coordinates; other lanes are aligned slices
-  assert q.words == (-(-(d + 3 + 1) // 4) if q.lanes16 else 16 * -(-(d + 3 + 1) // (16 * q.lanes))) == q.dim
-  assert q.upload_bytes() == 8 * q.words
+  if bits <= 21:
+    assert q.lanes == 64 // bits and q.lanes16 == (bits == 16)
+    # 16-bit lanes are a bitcast of consecutive coordinates; other lanes are aligned slices
+    assert q.words == (-(-(d + 3 + 1) // 4) if q.lanes16 else 16 * -(-(d + 3 + 1) // (16 * q.lanes))) == q.dim
+    assert q.upload_bytes() == 8 * q.words
   rng = np.random.default_rng(7)
   values = [[rng.uniform(-1.5, 1.5, d).astype(np.float32), rng.integers(-7, 8, 3).astype(np.int32)]
             for _ in range(n)]
@@ -150,14 +151,16 @@ def test_packed_lanes_exact_with_dropouts(bits):
     assert result.clipped == expected_clipped
 
 
-def test_fresh_keys_each_round(secure_sum):
+def test_fresh_keys_every_round_even_at_the_same_round_number(secure_sum):
+  """Keys and seeds come from the OS, not from the round number: a repeated round masks anew."""
   values = _values(np.random.default_rng(1), N)
   seen = []
-  for round_num in (0, 1):
-    material = secure_sum.new_round(N, round_num).client_material()
-    seen.append(np.asarray(secure_sum.server_view(values, material)[0]))
-  assert not np.array_equal(seen[0], seen[1])
-  assert np.mean(seen[0] == seen[1]) < 0.01
+  for round_num in (0, 0, 1):
+    rnd = secure_sum.new_round(N, round_num)
+    seen.append(np.asarray(secure_sum.server_view(values, secure_sum.client_materials(rnd, range(N)))[0]))
+    secure_sum.masks.release()
+  for a, b in itertools.combinations(seen, 2):
+    assert np.mean(a == b) < 0.01
 
 
 def test_dropouts_up_to_n_minus_t_recovered_exactly(secure_sum):
@@ -178,16 +181,42 @@ def test_too_many_dropouts_raise_and_release_nothing(secure_sum):
 
 
 def test_secagg_plus_graph_with_dropouts():
-  n, k = 9, 4
-  ss = build_secure_sum(VALUE_TYPE, n, SecureSumConfig(clip=1.0, neighbors=k, threshold=3))
+  n = 12
+  ss = build_secure_sum(VALUE_TYPE, n, SecureSumConfig(clip=1.0, max_dropout=0.25))
+  assert (ss.parameters.degree, ss.parameters.max_dropouts) == (6, 3)  # the Bell et al. bound at n = 12
   values = _values(np.random.default_rng(4), n)
-  result = ss(values, round_num=0, dropped=[2, 6])
-  assert result.neighbors == k
-  _check(result, values, [u for u in range(n) if u not in (2, 6)], ss.quantizer)
-  # a client whose neighbourhood lost too many share holders blocks the release
-  nbrs = ss.new_round(n, 1).graph[0]
-  with pytest.raises(SecureAggregationError):
-    ss(values, round_num=1, dropped=[0] + nbrs[:3])
+  result = ss(values, round_num=0, dropped=[2, 6, 9])
+  assert result.neighbors == 6
+  _check(result, values, [u for u in range(n) if u not in (2, 6, 9)], ss.quantizer)
+  # one dropout more than the bound assumed: refused, whatever the graph
+  with pytest.raises(SecureAggregationError, match="more than the 3"):
+    ss(values, round_num=1, dropped=[0, 1, 2, 3])
+
+
+def test_bad_configurations_fail_at_build_time_in_one_line():
+  value_type = tff.TensorType(np.float32, [3])
+  for bad, message in [(dict(scale=float("nan")), "scale must be"), (dict(clip=float("nan")), "clip must be"),
+                       (dict(clip=float("inf")), "clip must be"), (dict(clip=0.0), "clip must be"),
+                       (dict(bits=1), "bits must be"), (dict(prg="md5"), "unknown mask PRG"),
+                       (dict(max_dropout=1.5), "max_dropout"), (dict(threshold=0), "threshold must be")]:
+    with pytest.raises(ValueError, match=message) as error:
+      SecureSumConfig(**bad)
+    assert "\n" not in str(error.value)
+  for n, bad, message in [(8, dict(neighbors=2), "smallest safe degree is k=4"),
+                          (5, dict(threshold=6), "outside the safe range"),
+                          (100, dict(threshold=3), r"outside the safe range \[6, 8\]")]:
+    with pytest.raises(ValueError, match=message) as error:
+      build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, **bad))
+    assert "\n" not in str(error.value)
+
+
+def test_more_vectors_than_the_overflow_bound_are_refused_in_python(secure_sum):
+  """The count check happens before the unmask computation, as one SecureAggregationError."""
+  values = _values(np.random.default_rng(5), N)
+  rnd = secure_sum.new_round(N, round_num=0)
+  masked = secure_sum.masked_round_sum(rnd, values, list(range(N)))
+  with pytest.raises(SecureAggregationError, match="counted 5 masked vectors, expected 4"):
+    secure_sum.unmask_round_sum(rnd, masked, list(range(N - 1)), [N - 1])
 
 
 def test_overflow_raises_at_build_time():
@@ -228,7 +257,7 @@ def test_stochastic_rounding_unbiased_both_signs_and_clip_at_c(dtype, scale, bit
   clip = 0.1  # not a float32: float32 leaves clip at the largest float32 <= 0.1
   ss = build_secure_sum(tff.TensorType(dtype, [d]), 4, SecureSumConfig(clip=clip, scale=scale, bits=bits))
   q = ss.quantizer
-  material = ss.new_round(4, 0).client_material()[0]
+  material = ss.client_materials(ss.new_round(4, 0), [0])[0]
   for frac in (0.25, 0.75):
     for sign in (1, -1):
       x = np.full(d, sign * (3 + frac) / q.scale, dtype)  # 3.25 or 3.75 steps, either sign

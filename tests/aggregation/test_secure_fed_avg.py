@@ -83,7 +83,8 @@ def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
 def test_secure_fed_avg_with_dropouts_and_threshold():
   process = build_secure_weighted_fed_avg(
       _model_fn, *_optimizers(),
-      SecureAggregationConfig(clip=20.0, max_clients=NUM_CLIENTS, dropout_rate=0.4, threshold=3, seed=3))
+      SecureAggregationConfig(clip=20.0, max_clients=NUM_CLIENTS, dropout_rate=0.4, max_dropout=0.4,
+                              threshold=3, seed=3))
   state = process.initialize()
   dropped_any, refused = False, 0
   for _ in range(4):
@@ -99,3 +100,21 @@ def test_secure_fed_avg_with_dropouts_and_threshold():
   assert dropped_any and refused < 4
   weights = process.get_model_weights(state).trainable
   assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_a_refused_round_releases_nothing_and_leaves_the_state_unchanged():
+  """Twelve clients on a SecAgg+ graph (k = 6, at most 3 dropouts): four dropouts are refused
+  before any share is revealed; the state, model and round counter stay as they were."""
+  datasets = [_datasets()[i % NUM_CLIENTS] for i in range(12)]
+  process = build_secure_weighted_fed_avg(
+      _model_fn, *_optimizers(), SecureAggregationConfig(clip=100.0, max_clients=12, max_dropout=0.25))
+  assert (process.parameters.degree, process.parameters.max_dropouts) == (6, 3)
+  state = process.initialize()
+  before = process.get_model_weights(state).trainable
+  with pytest.raises(SecureAggregationError, match="4 of 12 clients dropped, more than the 3"):
+    process.next(state, datasets, dropped=[0, 1, 2, 3])
+  for a, b in zip(process.get_model_weights(state).trainable, before):
+    np.testing.assert_array_equal(a, b)
+  out = process.next(state, datasets, dropped=[0, 1, 2])  # within the bound: released
+  assert out.metrics["secure_aggregation"]["round"] == 0 and out.metrics["secure_aggregation"]["clients"] == 9
+  assert int(out.state.aggregator) == 1 and out.metrics["secure_aggregation"]["cryptographic_prg"] == 1

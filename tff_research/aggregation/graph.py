@@ -1,48 +1,76 @@
-"""The SecAgg+ neighbour graph (Bell et al. 2020): k neighbours instead of n - 1.
+"""The masking graph of a round: who masks with, and secret-shares to, whom.
 
-Each client masks with, and secret-shares to, only its neighbours. We use a
-Harary graph H(k, n) (the k-regular circulant graph with maximal connectivity)
-laid over a random permutation of the clients drawn from a public per-round
-seed, so a fixed client pair is rarely neighbours twice. With k = O(log n) the
-per-client cost drops from O(n) to O(log n) key agreements, shares and PRG
-expansions. `k=None` or `k >= n - 1` is the complete graph (original SecAgg).
+SecAgg (Bonawitz et al. 2017) uses the complete graph. SecAgg+ (Bell et al.
+2020) uses a sparse graph of even degree k: here the Harary graph H(k, n),
+the ring of the clients in which each is linked to the k/2 nearest on either
+side (the k-regular graph with the most connectivity), laid over a random
+order of the clients (the ring). The order is drawn from the OS CSPRNG every
+round, so nobody can know a future round's graph when corrupt clients are
+chosen (the assumption behind the bound in `params`); tests may fix
+`order_seed`. The server knows the order: it routes the round's messages.
+
+`components(graph, survivors)` splits the survivors into the connected parts
+of the subgraph they induce: the server learns the sum of every part it
+unmasks, so a release needs exactly one (`protocol.check_release`).
 """
 from __future__ import annotations
 
-from typing import Optional
+import random
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-
-def effective_degree(num_clients: int, k: Optional[int]) -> int:
-  """Degree actually used: n - 1 for the full graph; odd k with odd n rounds up."""
-  n = num_clients
-  if k is None or k >= n - 1:
-    return n - 1
-  if k < 1:
-    raise ValueError(f"neighbours k must be >= 1, got {k}")
-  if k % 2 == 1 and n % 2 == 1:
-    return min(k + 1, n - 1)
-  return k
+Graph = list[list[int]]  # sorted neighbour lists, one per client
 
 
-def harary_neighbours(num_clients: int, k: Optional[int], round_seed: int) -> list[list[int]]:
-  """Sorted neighbour lists of H(k, n) over a seeded random order of the clients."""
-  n = num_clients
+def random_order(num_clients: int, order_seed: Optional[int] = None) -> list[int]:
+  """A uniformly random order of the clients: from the OS CSPRNG, or fixed by `order_seed`."""
+  if order_seed is None:
+    order = list(range(num_clients))
+    random.SystemRandom().shuffle(order)
+    return order
+  return [int(u) for u in np.random.default_rng(order_seed).permutation(num_clients)]
+
+
+def harary_graph(order: Sequence[int], degree: int) -> Graph:
+  """H(degree, n) on the ring `order` (a permutation of the n clients); complete when degree >= n - 1.
+
+  Args:
+    order: the clients in ring order (`random_order`).
+    degree: k, even and at least 2 below n - 1 (`params.choose_parameters` checks it).
+
+  Returns:
+    Sorted neighbour lists, one per client.
+  """
+  n = len(order)
   if n < 2:
-    raise ValueError("secure aggregation needs at least 2 clients")
-  degree = effective_degree(n, k)
-  if degree == n - 1:
-    return [[j for j in range(n) if j != i] for i in range(n)]
-  order = np.random.default_rng(round_seed).permutation(n)
-  pos_to_client = [int(c) for c in order]
-  adj: list[set[int]] = [set() for _ in range(n)]
-  offsets = list(range(1, degree // 2 + 1))
-  if degree % 2 == 1:  # n even here: add the "diameter" edges
-    offsets.append(n // 2)
-  for p in range(n):
-    for o in offsets:
-      a, b = pos_to_client[p], pos_to_client[(p + o) % n]
-      adj[a].add(b)
-      adj[b].add(a)
-  return [sorted(s) for s in adj]
+    raise ValueError("a masking graph needs at least 2 clients")
+  if degree >= n - 1:
+    return [[v for v in range(n) if v != u] for u in range(n)]
+  if degree < 2 or degree % 2:
+    raise ValueError(f"the Harary graph H(k, n) needs an even k >= 2, got k={degree}")
+  neighbours: list[set[int]] = [set() for _ in range(n)]
+  for position, u in enumerate(order):
+    for offset in range(1, degree // 2 + 1):
+      v = order[(position + offset) % n]
+      neighbours[u].add(v)
+      neighbours[v].add(u)
+  return [sorted(s) for s in neighbours]
+
+
+def components(graph: Graph, members: Iterable[int]) -> list[list[int]]:
+  """The connected components of the subgraph `members` induce, each sorted, largest first."""
+  remaining = set(members)
+  parts = []
+  while remaining:
+    start = remaining.pop()
+    part, frontier = [start], [start]
+    while frontier:
+      u = frontier.pop()
+      for v in graph[u]:
+        if v in remaining:
+          remaining.remove(v)
+          part.append(v)
+          frontier.append(v)
+    parts.append(sorted(part))
+  return sorted(parts, key=lambda p: (-len(p), p))

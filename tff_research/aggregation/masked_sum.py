@@ -15,25 +15,19 @@ What runs where:
   PRG(b_u) and the pairwise masks +PRG(s_uv) (u < v) / -PRG(s_uv) (u > v)
   for each neighbour v, all in uint32 arithmetic (which wraps mod 2^32 on
   TFF's runtime) and reduced mod 2^b; or, at b <= 21, in uint64 words that
-  pack floor(64 / b) coordinates each (below). The seeds are CLIENTS-placed inputs
-  made in Python (`protocol.py`): X25519, HKDF and Shamir cannot run in a
-  TF graph on the worker.
+  pack floor(64 / b) coordinates each (below). The mask material is a
+  CLIENTS-placed input made in Python (`protocol.py`, `prg.py`): X25519,
+  HKDF, Shamir and AES cannot run in a TF graph on the worker.
 * SERVER: `tff.federated_sum` of the masked vectors (uint32 mod 2^32, hence
   mod 2^b; packed uint64 mod 2^64) and of 1 per client (the client count).
-* SERVER, after Python has rebuilt the seeds from survivors' Shamir shares
-  (`unmask`): subtract the survivors' self masks and the dropped clients'
-  unmatched pairwise masks, map Z_{2^b} back to signed integers, dequantize.
+* SERVER, after Python has checked that the release is safe and rebuilt the
+  seeds from survivors' Shamir shares (`unmask`): subtract the survivors'
+  self masks and the dropped clients' unmatched pairwise masks, map Z_{2^b}
+  back to signed integers, dequantize.
 
-PRG: `tf.random.stateless_uniform(..., dtype=uint64, alg="philox")`, each
-64-bit word used whole (packed) or split into two uint32, with the 128-bit
-seed as two int64 words.
-TF scrambles the two words with one Philox-4x32 block (a bijection of the 128
-bits under a fixed key) into the generator's 64-bit key and the upper 64 bits
-of its 128-bit counter, so every one of the 128 bits changes the stream
-(`tests/aggregation` checks each bit) and distinct seeds give distinct
-streams. Philox-4x32-10 is a strong counter-based PRG but not a cryptographic
-one; a deployment would expand seeds with AES-CTR or ChaCha20. It is what a TF
-graph on the worker offers.
+Masks come from a `prg.MaskPrg`: AES-128-CTR by default (cryptographic,
+expanded on the client's side and handed over summed), Philox inside the
+worker on request (fast, not cryptographic); see `prg`.
 
 No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
 2^(b-1) so the signed sum is recovered exactly; `SecureSumConfig` is checked
@@ -76,9 +70,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_research.aggregation import params as params_lib
+from tff_research.aggregation import prg as prg_lib
 from tff_research.aggregation import protocol as protocol_lib
 
-PRG_ALG = "philox"
 PACK_MAX_BITS = 21  # b <= 21 packs floor(64 / b) lanes per masked 64-bit word
 ROUND16_MAX_BITS = 16  # b <= 16: stochastic rounding in int32 fixed point with 16-bit draws
 # bits=0 picks the first of AUTO_BITS (four, then three coordinates per masked
@@ -116,61 +111,49 @@ def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = 
 
 @dataclasses.dataclass(frozen=True)
 class SecureSumConfig:
-  """Parameters of a secure sum; see module docstring for the overflow rule."""
+  """Parameters of a secure sum; see module docstring for the overflow rule.
+
+  Every value is checked here, so a bad one fails where the config is made,
+  in one line.
+  """
   clip: float = 1.0              # c: float leaves are clipped to [-c, c]
   bits: int = 32                 # b: arithmetic mod 2^b, b <= 32; 0 = choose (`choose_bits`)
   scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
   int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
-  neighbors: Optional[int] = None  # k (SecAgg+); None = complete graph
-  threshold: Optional[int] = None  # t; None = protocol.default_threshold
-  seed: int = 0                  # public seed of the per-round neighbour graph
+  neighbors: Optional[int] = None  # k; None = the smallest the bound allows (`params`)
+  threshold: Optional[int] = None  # t; None = chosen within the bound (`params`)
+  max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta of the threat model
+  max_corrupt: float = params_lib.DEFAULT_MAX_CORRUPT  # gamma of the threat model
+  prg: str = prg_lib.DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
+  graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG (tests fix it)
+
+  def __post_init__(self):
+    if not (_is_number(self.clip) and math.isfinite(self.clip) and self.clip > 0):
+      raise ValueError(f"clip must be a finite number > 0, got {self.clip}")
+    if self.scale is not None and not (_is_number(self.scale) and math.isfinite(self.scale) and self.scale > 0):
+      raise ValueError(f"scale must be None or a finite number > 0, got {self.scale}")
+    if not (isinstance(self.bits, int) and (self.bits == 0 or 2 <= self.bits <= 32)):
+      raise ValueError(f"bits must be 0 (choose) or in [2, 32], got {self.bits}")
+    if not (isinstance(self.int_clip, int) and self.int_clip >= 0):
+      raise ValueError(f"int_clip must be an integer >= 0, got {self.int_clip}")
+    for name in ("neighbors", "threshold"):
+      value = getattr(self, name)
+      if value is not None and not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{name} must be None (choose) or a positive integer, got {value}")
+    if self.prg not in prg_lib.PRGS:
+      raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(prg_lib.PRGS)}")
+    self.threat()  # checks max_dropout and max_corrupt
+
+  def threat(self) -> params_lib.ThreatModel:
+    return params_lib.ThreatModel(max_dropout=self.max_dropout, max_corrupt=self.max_corrupt)
+
+  def protocol_parameters(self, num_clients: int) -> params_lib.SecAggParameters:
+    """k and t for a round of `num_clients` (raises ValueError if the given ones are unsafe)."""
+    return params_lib.choose_parameters(num_clients, self.threat(), self.neighbors, self.threshold)
 
 
-def material_type() -> tff.types.StructWithPythonType:
-  """Type of one client's seed material (see `protocol.ClientState.mask_material`)."""
-  return tff.types.to_type(collections.OrderedDict(
-      self_seed=tff.TensorType(np.int64, [2]),
-      pair_seeds=tff.TensorType(np.int64, [None, 2]),
-      pair_signs=tff.TensorType(np.int32, [None]),
-      rounding_seed=tff.TensorType(np.int64, [2]),
-  ))
-
-
-def _prg(seed: tf.Tensor, size: int, dtype: tf.DType = tf.uint32) -> tf.Tensor:
-  """`size` pseudo-random words (uint32 or uint64) from a 128-bit seed (two int64 words).
-
-  Always drawn as 64-bit words (uint32 words are each 64-bit word split in
-  two): the same Philox stream family, about a fifth faster per 32 bits than
-  drawing uint32 (BENCHMARKS.md). For an even `size` (every uint32
-  `Quantizer.dim`) there is no trailing slice to copy.
-  """
-  if dtype == tf.uint64:
-    return tf.random.stateless_uniform([size], seed=seed, minval=None, maxval=None,
-                                       dtype=tf.uint64, alg=PRG_ALG)
-  words = tf.random.stateless_uniform([(size + 1) // 2], seed=seed, minval=None, maxval=None,
-                                      dtype=tf.uint64, alg=PRG_ALG)
-  stream = tf.reshape(tf.bitcast(words, tf.uint32), [-1])
-  return stream if size % 2 == 0 else stream[:size]
-
-
-def _signed_prg_sum(acc: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor, size: int) -> tf.Tensor:
-  """acc + sum_j signs[j] * PRG(seeds[j]) in acc's dtype, uint32 or uint64 (signs are +1, -1 or 0).
-
-  One branch per mask, chosen on the (scalar) sign: one pass over the vector
-  and no expansion at all for sign 0, where selecting elementwise between
-  both results cost two extra passes per mask.
-  """
-
-  def body(i, acc):
-    sign = signs[i]
-    acc = tf.cond(
-        tf.equal(sign, 0), lambda: acc,
-        lambda: tf.cond(tf.equal(sign, 1), lambda: acc + _prg(seeds[i], size, acc.dtype),
-                        lambda: acc - _prg(seeds[i], size, acc.dtype)))
-    return i + 1, acc
-
-  _, acc = tf.while_loop(lambda i, _: i < tf.shape(seeds)[0], body, (tf.constant(0), acc))
-  return acc
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Quantizer:
@@ -194,12 +177,8 @@ class Quantizer:
       raise ValueError("num_clients must be >= 1")
     has_float = any(np.issubdtype(l.dtype, np.floating) for l in self.leaves)
     has_int = any(np.issubdtype(l.dtype, np.integer) for l in self.leaves)
-    self.bits = int(config.bits)
-    if self.bits == 0:  # (a bad clip is reported below)
-      self.bits = choose_bits(self.num_clients, float(config.clip), int(config.int_clip), has_float, has_int,
-                              config.scale) if config.clip > 0 else 32
-    if not 2 <= self.bits <= 32:
-      raise ValueError(f"bits must be 0 (choose) or in [2, 32], got {self.bits}")
+    self.bits = int(config.bits) or choose_bits(self.num_clients, float(config.clip), int(config.int_clip),
+                                                has_float, has_int, config.scale)
     self.modulus = 2**self.bits
     # b <= PACK_MAX_BITS: floor(64 / b) coordinates share each masked 64-bit
     # word (see module docstring), so a client expands fewer mask bits per
@@ -219,7 +198,7 @@ class Quantizer:
       self.words = -(-words // 16) * 16
       self.dim = self.words
     else:
-      # An even length lets every mask be drawn as whole 64-bit Philox words
+      # An even length lets a Philox mask be drawn as whole 64-bit words
       # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
       self.words = words
       self.dim = words + words % 2
@@ -228,8 +207,6 @@ class Quantizer:
     clip32 = np.float32(self.clip)
     self.clip32 = float(clip32 if float(clip32) <= self.clip else np.nextafter(clip32, np.float32(0)))
     self.int_clip = int(config.int_clip)
-    if self.clip <= 0 or self.int_clip < 0:
-      raise ValueError("clip must be > 0 and int_clip >= 0")
     limit = 2**(self.bits - 1) - 1  # largest |sum| that decodes correctly
     n = self.num_clients
     if config.scale is None:
@@ -240,8 +217,6 @@ class Quantizer:
       self.scale = scale
     else:
       self.scale = float(config.scale)
-      if self.scale <= 0:
-        raise ValueError("scale must be > 0")
     if has_float and n * (self.clip * self.scale + 1) > limit:
       raise ValueError(
           f"overflow: n * (c * s + 1) = {n} * ({self.clip} * {self.scale} + 1) exceeds 2^(b-1) - 1 = "
@@ -364,11 +339,11 @@ class Quantizer:
     y, out = tf.cond(in_range, lambda: (y, tf.constant(0, tf.int64)), clip)
     if fixed:
       size = int(x.shape[0])
-      draws = tf.reshape(tf.bitcast(_prg(seed, -(-size // 4), tf.uint64), tf.uint16), [-1])[:size]
+      draws = tf.reshape(tf.bitcast(prg_lib.philox_words(seed, -(-size // 4), tf.uint64), tf.uint16), [-1])[:size]
       q = tf.bitwise.right_shift(tf.cast(y, tf.int32) + tf.cast(draws, tf.int32), 16)
       return tf.bitcast(q, tf.uint32), out
     floor = tf.floor(y)
-    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
+    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg="philox")
     q = tf.cast(floor + tf.cast(u < y - floor, tf.float32), tf.int32)
     return tf.bitcast(q, tf.uint32), out
 
@@ -380,7 +355,7 @@ class Quantizer:
     out = tf.logical_or(tf.logical_not(finite), tf.abs(x) > self.clip)
     y = tf.clip_by_value(x, -self.clip, self.clip) * self.scale
     floor = tf.floor(y)
-    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg=PRG_ALG)
+    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg="philox")
     q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
     return tf.cast(q, tf.uint32), tf.reduce_sum(tf.cast(out, tf.int64))  # low 32 bits: q mod 2^32
 
@@ -390,24 +365,20 @@ class Quantizer:
       return v
     return tf.bitwise.bitwise_and(v, tf.constant(self.modulus - 1, tf.uint32))
 
-  def mask(self, encoded: tf.Tensor, material: Any) -> tf.Tensor:
-    """encoded + PRG(b_u) + sum_v sign_uv PRG(s_uv) mod 2^b (2^64 when packed). Graph code."""
-    masked = encoded + _prg(material["self_seed"], self.dim, self.word_dtype)
-    masked = _signed_prg_sum(masked, material["pair_seeds"], material["pair_signs"], self.dim)
-    return self._reduce(masked)
+  def encode_and_mask(self, value: Any, material: Any, masks: prg_lib.MaskPrg,
+                      multiplier: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The vector a client uploads: encode(value) + its masks mod 2^b (2^64 when packed). Graph code."""
+    encoded = self.encode(value, material["rounding_seed"], multiplier)
+    return self._reduce(masks.add_masks(encoded, material))
 
-  def encode_and_mask(self, value: Any, material: Any, multiplier: Optional[tf.Tensor] = None) -> tf.Tensor:
-    return self.mask(self.encode(value, material["rounding_seed"], multiplier), material)
-
-  def unmask_and_decode(self, masked_sum: tf.Tensor, seeds: tf.Tensor, signs: tf.Tensor,
+  def unmask_and_decode(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
                         clients: tf.Tensor):
-    """Removes the masks (seeds, signs as clients applied them), decodes. Graph code.
+    """Removes the masks that `correction` (the server's material) rebuilds, decodes. Graph code.
 
     `clients`: how many vectors were summed. Returns (value structure,
     clipped count as int64).
     """
-    correction = _signed_prg_sum(tf.zeros([self.dim], self.word_dtype), seeds, signs, self.dim)
-    unmasked = self._reduce(masked_sum - correction)
+    unmasked = self._reduce(masked_sum - masks.add_masks(tf.zeros([self.dim], self.word_dtype), correction))
     if self.lanes > 1:
       signed = self._unpack(unmasked, clients)
     else:
@@ -437,11 +408,14 @@ class SecureSumResult:
   dropped: int               # clients that dropped after stage 1
   upload_bytes_per_client: int
   threshold: int
-  neighbors: int             # degree of the neighbour graph actually used
+  neighbors: int             # degree of the masking graph (n - 1: complete)
+  prg: str                   # the mask PRG
 
 
-def graph_seed(seed: int, round_num: int) -> int:
-  """The public per-round seed of the neighbour graph."""
+def graph_order_seed(seed: Optional[int], round_num: int) -> Optional[int]:
+  """The order seed of a round's graph: None (OS CSPRNG) unless a fixed seed is configured."""
+  if seed is None:
+    return None
   return int(np.random.SeedSequence([int(seed), int(round_num)]).generate_state(1)[0])
 
 
@@ -454,44 +428,50 @@ class SecureSum:
   * `server_view(values@CLIENTS, material@CLIENTS)`: federated computation
     returning the CLIENTS-placed masked vectors exactly as they enter the sum;
   * `masked_sum(values@CLIENTS, material@CLIENTS)`: -> <masked_sum@SERVER, clients@SERVER>;
-  * `unmask(masked_sum@SERVER, clients@SERVER, seeds@SERVER, signs@SERVER)`
-    -> <value@SERVER, clipped@SERVER>, asserting clients <= num_clients;
-  * `__call__(values, round_num, dropped)`: the whole protocol.
+  * `unmask(masked_sum@SERVER, clients@SERVER, correction@SERVER)`
+    -> <value@SERVER, clipped@SERVER>;
+  * `__call__(values, round_num, dropped)`: the whole protocol, every check included.
+
+  `material` comes from `client_materials(round, ids)` and `correction` from
+  `masks.server_material(round.unmask(...))`; call `masks.release()` once the
+  computation that read them has returned.
   """
 
   def __init__(self, value_type: Any, num_clients: int, config: SecureSumConfig):
     self.config = config
     self.quantizer = q = Quantizer(value_type, num_clients, config)
     self.num_clients = q.num_clients
-    mat_type = material_type()
+    self.parameters = config.protocol_parameters(self.num_clients)
+    self.masks = masks = prg_lib.build_mask_prg(config.prg, q.dim, q.word_dtype)
+    client_type, server_type = masks.client_material_type(), masks.server_material_type()
     vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
-    self.material_type = mat_type
 
-    @tff.tensorflow.computation(q.value_type, mat_type)
+    @tff.tensorflow.computation(q.value_type, client_type)
     def client_encode(value, material):
       return q.encode(value, material["rounding_seed"])
 
-    @tff.tensorflow.computation(q.value_type, mat_type)
+    @tff.tensorflow.computation(q.value_type, client_type)
     def client_mask(value, material):
-      return q.encode_and_mask(value, material)
+      return q.encode_and_mask(value, material, masks)
 
-    @tff.tensorflow.computation(vec_type, np.int32, tff.TensorType(np.int64, [None, 2]),
-                                tff.TensorType(np.int32, [None]))
-    def server_unmask(masked_sum, clients, seeds, signs):
+    @tff.tensorflow.computation(vec_type, np.int32, server_type)
+    def server_unmask(masked_sum, clients, correction):
+      # Callers check the count in Python first (`unmask_round_sum`); this stops a
+      # direct call from decoding a sum the overflow bound does not cover.
       check = tf.debugging.assert_less_equal(
           clients, tf.constant(q.num_clients, tf.int32),
           message=f"more clients than the {q.num_clients} the overflow bound was built for")
       with tf.control_dependencies([check]):
-        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), seeds, signs, clients)
+        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), correction, masks, clients)
       return collections.OrderedDict(value=value, clipped=clipped)
 
     @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
-                               tff.FederatedType(mat_type, tff.CLIENTS))
+                               tff.FederatedType(client_type, tff.CLIENTS))
     def server_view(values, material):
       return tff.federated_map(client_mask, (values, material))
 
     @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
-                               tff.FederatedType(mat_type, tff.CLIENTS))
+                               tff.FederatedType(client_type, tff.CLIENTS))
     def masked_sum(values, material):
       masked = tff.federated_map(client_mask, (values, material))
       clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
@@ -499,10 +479,9 @@ class SecureSum:
 
     @tff.federated_computation(tff.FederatedType(vec_type, tff.SERVER),
                                tff.FederatedType(np.int32, tff.SERVER),
-                               tff.FederatedType(tff.TensorType(np.int64, [None, 2]), tff.SERVER),
-                               tff.FederatedType(tff.TensorType(np.int32, [None]), tff.SERVER))
-    def unmask(masked_sum, clients, seeds, signs):
-      return tff.federated_map(server_unmask, tff.federated_zip((masked_sum, clients, seeds, signs)))
+                               tff.FederatedType(server_type, tff.SERVER))
+    def unmask(masked_sum, clients, correction):
+      return tff.federated_map(server_unmask, tff.federated_zip((masked_sum, clients, correction)))
 
     self.client_encode = client_encode
     self.client_mask = client_mask
@@ -516,16 +495,49 @@ class SecureSum:
     """Stages 0-1 (keys and shares) for `num_clients` clients; fresh keys every call."""
     if num_clients > self.num_clients:
       raise ValueError(f"{num_clients} clients, but the overflow bound was built for {self.num_clients}")
-    return protocol_lib.SecAggRound(num_clients, self.config.neighbors, self.config.threshold,
-                                    round_num, graph_seed(self.config.seed, round_num), rounding_rng)
+    parameters = (self.parameters if num_clients == self.num_clients
+                  else self.config.protocol_parameters(num_clients))
+    return protocol_lib.SecAggRound(parameters, round_num, graph_order_seed(self.config.graph_seed, round_num),
+                                    rounding_rng)
+
+  def client_materials(self, rnd: protocol_lib.SecAggRound, ids: Iterable[int]) -> list[Any]:
+    """The CLIENTS-placed mask material of clients `ids` (stage 2)."""
+    ids = list(ids)
+    return [self.masks.client_material(seeds, rounding) for seeds, rounding in
+            zip(rnd.mask_seeds(ids), rnd.rounding_seeds(ids))]
+
+  def masked_round_sum(self, rnd: protocol_lib.SecAggRound, values: Sequence[Any],
+                       survivors: Sequence[int]) -> Any:
+    """Stage 2: the survivors mask `values` (theirs, in order); the server sums them.
+
+    Returns <masked_sum, clients> as `masked_sum` does.
+    """
+    try:
+      return self.masked_sum(list(values), self.client_materials(rnd, survivors))
+    finally:
+      self.masks.release()
+
+  def unmask_round_sum(self, rnd: protocol_lib.SecAggRound, masked: Any, survivors: Sequence[int],
+                       dropped: Sequence[int]) -> Any:
+    """Stage 3: checks, rebuilds the seeds from the survivors' shares, unmasks; <value, clipped>."""
+    counted = int(masked["clients"])
+    if counted != len(survivors) or counted > self.num_clients:
+      raise protocol_lib.SecureAggregationError(
+          f"the server counted {counted} masked vectors, expected {len(survivors)} (at most "
+          f"{self.num_clients}): no aggregate is released")
+    correction = self.masks.server_material(rnd.unmask(survivors, dropped))
+    try:
+      return self.unmask(masked["masked_sum"], masked["clients"], correction)
+    finally:
+      self.masks.release()
 
   def __call__(self, values: Sequence[Any], round_num: int = 0, dropped: Iterable[int] = (),
                rounding_rng: Optional[np.random.Generator] = None) -> SecureSumResult:
     """Runs the protocol on `values` (one structure per client); `dropped` clients
     drop after sharing their keys, so their masked vectors never reach the server.
 
-    Raises `protocol.SecureAggregationError` (and releases nothing) when too few
-    clients survive to remove the masks.
+    Raises `protocol.SecureAggregationError` (and releases nothing) when
+    unmasking would not be safe (`protocol.check_release`).
     """
     n = len(values)
     rnd = self.new_round(n, round_num, rounding_rng)
@@ -533,27 +545,31 @@ class SecureSum:
     if any(not 0 <= d < n for d in dropped):
       raise ValueError(f"dropped ids must be in [0, {n})")
     survivors = [u for u in range(n) if u not in set(dropped)]
-    if len(survivors) < rnd.threshold:
-      raise protocol_lib.SecureAggregationError(
-          f"only {len(survivors)} of {n} clients survived, below the threshold t={rnd.threshold}: "
-          "no aggregate is released")
-    out = self.masked_sum([values[u] for u in survivors], rnd.client_material(survivors))
-    if int(out["clients"]) != len(survivors):
-      raise protocol_lib.SecureAggregationError(
-          f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
-    seeds, signs = rnd.unmask(survivors, dropped)  # raises below the threshold
-    res = self.unmask(out["masked_sum"], out["clients"], seeds, signs)
+    # The server refuses at stage 3 anyway; checking first spares stage 2.
+    rnd.check_release(survivors, dropped)
+    masked = self.masked_round_sum(rnd, [values[u] for u in survivors], survivors)
+    res = self.unmask_round_sum(rnd, masked, survivors, dropped)
     return SecureSumResult(
         value=res["value"], clipped=int(res["clipped"]), clients=len(survivors), dropped=len(dropped),
         upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
-        threshold=rnd.threshold, neighbors=rnd.degree)
+        threshold=rnd.threshold, neighbors=rnd.degree, prg=self.masks.name)
 
 
 def build_secure_sum(value_type: Any, num_clients: int,
                      config: SecureSumConfig = SecureSumConfig()) -> SecureSum:
   """Builds the Federated Core computations of a secure sum of `value_type`.
 
-  `num_clients` bounds the number of summands (overflow check); raises
-  ValueError at build time when `config.bits` are too few.
+  Args:
+    value_type: the (nested) tensor type each client contributes.
+    num_clients: the most summands (the overflow bound, and the n the
+      protocol parameters are chosen for).
+    config: clipping, bits, threat model, graph and PRG (`SecureSumConfig`).
+
+  Returns:
+    A `SecureSum`.
+
+  Raises:
+    ValueError: at build time, in one line, when the bits are too few or the
+      protocol parameters are unsafe.
   """
   return SecureSum(value_type, num_clients, config)

@@ -11,25 +11,26 @@ what a client (or the server) would hold at that point:
                            Shamir shares of the client's self-mask seed b_u and
                            of its s private key, threshold t, to its
                            neighbours (and itself)
-  stage 2  MaskedInput     [Federated Core, `masked_sum`] each client's
-                           seed material (`ClientState.mask_material`) is a
-                           CLIENTS-placed input; only survivors' masked
-                           vectors reach the server's sum
-  stage 3  Unmasking       survivors reveal shares of b_u for survivors and of
-                           s_u^SK for dropped clients (never both for one u);
-                           the server rebuilds the seeds and the Federated Core
+  stage 2  MaskedInput     [Federated Core] each client masks its input with
+                           PRG(b_u) and +-PRG(s_uv) per neighbour v (its
+                           `mask_seeds`); only survivors' masked vectors reach
+                           the server's sum
+  stage 3  Unmasking       the server checks that releasing is safe
+                           (`check_release`), survivors reveal shares of b_u
+                           for surviving u and of s_u^SK for dropped u, the
+                           server rebuilds the seeds and the Federated Core
                            unmask computation removes their masks.
 
 `ClientState` and `ServerState` keep the roles apart in code: the server only
 ever receives what the messages above carry (public keys, ciphertexts,
 revealed shares) and never a private key or a pairwise seed of a live pair.
-The consistency-check round (against an actively malicious server) is not
-implemented: the simulated server is honest-but-curious.
+A client remembers which kind of share it revealed for each peer and refuses
+any later request for the other kind, however the requests are phrased, so
+no sequence of requests gets both b_u and s_u^SK of one client from it.
 """
 from __future__ import annotations
 
 import collections
-import math
 import struct
 from typing import Iterable, Optional, Sequence
 
@@ -37,24 +38,55 @@ import numpy as np
 
 from tff_research.aggregation import graph as graph_lib
 from tff_research.aggregation import key_agreement as ka
+from tff_research.aggregation import params as params_lib
 from tff_research.aggregation import shamir
 
 _MASK = b"mask"
 _ENC = b"enc"
 _GCM_OVERHEAD = 12 + 16  # nonce + tag
+SELF_SHARE, KEY_SHARE = "self-mask seed", "mask key"
+
+# A PRG seed and the sign its stream is added with (+1 or -1).
+SignedSeed = tuple[bytes, int]
 
 
 class SecureAggregationError(RuntimeError):
   """The protocol cannot complete safely; no aggregate is released."""
 
 
-def default_threshold(holders: int) -> int:
-  """ceil(2h/3), and always a strict majority of the h share holders.
+def check_release(graph: graph_lib.Graph, params: params_lib.SecAggParameters,
+                  survivors: Iterable[int], dropped: Iterable[int]) -> None:
+  """Raises SecureAggregationError unless unmasking reveals the survivors' sum and nothing else.
 
-  A majority is what keeps an honest-but-curious server from getting both
-  b_u and s_u^SK of one client; 2/3 leaves room for dropouts.
+  The server learns the sum of every connected part of the survivors'
+  subgraph that it unmasks, so the parts must be one; every survivor's
+  self-mask seed and every dropped neighbour's key need t live holders; and
+  on a sparse graph the dropouts must stay within the D the parameters were
+  chosen for, since beyond it the honest survivors' subgraph may be split
+  by corrupt clients in a way no count here can see.
   """
-  return max(holders // 2 + 1, math.ceil(2 * holders / 3))
+  n, t = params.num_clients, params.threshold
+  survivors, dropped = set(survivors), set(dropped)
+  if survivors & dropped or survivors | dropped != set(range(n)):
+    raise SecureAggregationError(f"survivors and dropped clients must split the round's {n} clients")
+  if len(survivors) < t:
+    raise SecureAggregationError(f"only {len(survivors)} of {n} clients survived, below the threshold "
+                                 f"t={t}: no aggregate is released")
+  if not params.complete and len(dropped) > params.max_dropouts:
+    raise SecureAggregationError(
+        f"{len(dropped)} of {n} clients dropped, more than the {params.max_dropouts} the SecAgg+ "
+        "parameters were chosen for: no aggregate is released")
+  parts = graph_lib.components(graph, survivors)
+  if len(parts) > 1:
+    sizes = ", ".join(str(len(p)) for p in parts)
+    raise SecureAggregationError(
+        f"the survivors' masking graph is split into {len(parts)} parts (sizes {sizes}): unmasking "
+        "would reveal the sum of each part, so no aggregate is released")
+  for u in range(n):
+    live = sum(1 for v in graph[u] if v in survivors) + (u in survivors)
+    if live < t and (u in survivors or live > 0):
+      raise SecureAggregationError(f"client {u} has {live} live share holders, below the threshold "
+                                   f"t={t}: its masks cannot be removed, so no aggregate is released")
 
 
 def _pack_shares(src: int, dst: int, b_share: int, sk_share: int) -> bytes:
@@ -70,19 +102,21 @@ def _unpack_shares(msg: bytes) -> tuple[int, int, int, int]:
 class ClientState:
   """One client's secrets for one round. Nothing here is ever read by the server."""
 
-  def __init__(self, client_id: int, neighbours: Sequence[int], round_num: int, threshold: int,
-               rounding_seed: Optional[bytes] = None):
+  def __init__(self, client_id: int, graph: graph_lib.Graph, params: params_lib.SecAggParameters,
+               round_num: int, rounding_seed: Optional[bytes] = None):
     self.id = client_id
-    self.neighbours = list(neighbours)
+    self.neighbours = list(graph[client_id])
     self.round_num = round_num
-    self.threshold = threshold
+    self._graph = graph  # public: a client checks a release request itself
+    self._params = params
     self._c = ka.KeyPair.generate()
     self._s = ka.KeyPair.generate()
     self._self_seed = ka.fresh_seed()
-    self._rounding_seed = rounding_seed or ka.fresh_seed()
+    self.rounding_seed = rounding_seed or ka.fresh_seed()
     self._peer_keys: dict[int, tuple[bytes, bytes]] = {}
     self._enc_keys: dict[int, bytes] = {}  # v -> the AES key of pair (u, v), both directions
     self._held: dict[int, tuple[int, int]] = {}  # src -> (b share, sk share) for x = self.id + 1
+    self._revealed: dict[int, str] = {}  # peer -> the one kind of its shares this client gave out
 
   def advertise_keys(self) -> tuple[bytes, bytes]:
     return self._c.public_bytes, self._s.public_bytes
@@ -97,8 +131,9 @@ class ClientState:
     self._peer_keys = dict(peer_keys)
     holders = self.neighbours + [self.id]
     xs = [h + 1 for h in holders]
-    b_shares = shamir.split(int.from_bytes(self._self_seed, "big"), xs, self.threshold)
-    sk_shares = shamir.split(int.from_bytes(self._s.private_bytes, "big"), xs, self.threshold)
+    t = self._params.threshold
+    b_shares = shamir.split(int.from_bytes(self._self_seed, "big"), xs, t)
+    sk_shares = shamir.split(int.from_bytes(self._s.private_bytes, "big"), xs, t)
     self._held[self.id] = (b_shares[self.id + 1], sk_shares[self.id + 1])
     out = {}
     for v in self.neighbours:
@@ -117,67 +152,59 @@ class ClientState:
         raise SecureAggregationError(f"client {self.id}: misrouted share {src}->{dst}")
       self._held[u] = (b_share, sk_share)
 
-  def mask_material(self) -> collections.OrderedDict:
-    """The CLIENTS-placed input of the masking computation (stage 2).
-
-    self_seed: b_u; pair_seeds[j]: s_{u,v_j} = HKDF(X25519(s_u, s_{v_j})),
-    pair_signs[j]: +1 if u < v_j else -1; rounding_seed: for stochastic rounding.
-    """
-    pair_seeds = np.zeros([len(self.neighbours), 2], np.int64)
-    signs = np.zeros([len(self.neighbours)], np.int32)
-    for j, v in enumerate(self.neighbours):
-      pair_seeds[j] = ka.seed_to_tf(self._s.agree(self._peer_keys[v][1], self.round_num, self.id, v, _MASK))
-      signs[j] = 1 if self.id < v else -1
-    return collections.OrderedDict(
-        self_seed=ka.seed_to_tf(self._self_seed),
-        pair_seeds=pair_seeds,
-        pair_signs=signs,
-        rounding_seed=ka.seed_to_tf(self._rounding_seed),
-    )
+  def mask_seeds(self) -> list[SignedSeed]:
+    """Stage 2: (b_u, +1), then (s_uv, +1 if u < v else -1) per neighbour v."""
+    seeds = [(self._self_seed, 1)]
+    for v in self.neighbours:
+      seeds.append((self._s.agree(self._peer_keys[v][1], self.round_num, self.id, v, _MASK),
+                    1 if self.id < v else -1))
+    return seeds
 
   def unmask_response(self, survivors: Sequence[int], dropped: Sequence[int]) -> dict:
-    """Stage 3: shares of b_u for surviving u, of s_u^SK for dropped u; never both."""
-    survivors, dropped = set(survivors), set(dropped)
-    if survivors & dropped:
-      raise SecureAggregationError(f"client {self.id}: a client cannot both survive and drop; refusing")
-    if len(survivors) < self.threshold:
-      raise SecureAggregationError(
-          f"client {self.id}: only {len(survivors)} survivors, below threshold {self.threshold}; refusing")
+    """Stage 3: shares of b_u for surviving u, of s_u^SK for dropped u.
+
+    Refuses (SecureAggregationError, nothing revealed) a request whose release
+    would be unsafe (`check_release`) or that asks for the other kind of
+    share of a peer than an earlier request of this round got.
+    """
+    check_release(self._graph, self._params, survivors, dropped)
+    survivors = set(survivors)
+    wanted = {u: SELF_SHARE if u in survivors else KEY_SHARE for u in self._held}
+    for u, kind in wanted.items():
+      if self._revealed.get(u, kind) != kind:
+        raise SecureAggregationError(
+            f"client {self.id}: refusing to reveal the {kind} share of client {u} after revealing its "
+            f"{self._revealed[u]} share this round")
+    self._revealed.update(wanted)
     x = self.id + 1
     return {
-        "b": {u: (x, self._held[u][0]) for u in self._held if u in survivors},
-        "sk": {u: (x, self._held[u][1]) for u in self._held if u in dropped},
+        "b": {u: (x, self._held[u][0]) for u, kind in wanted.items() if kind == SELF_SHARE},
+        "sk": {u: (x, self._held[u][1]) for u, kind in wanted.items() if kind == KEY_SHARE},
     }
 
 
 class ServerState:
   """What the server holds: public keys, the public graph, ciphertexts it routes."""
 
-  def __init__(self, neighbours: list[list[int]], round_num: int, threshold: int):
-    self.neighbours = neighbours
+  def __init__(self, graph: graph_lib.Graph, params: params_lib.SecAggParameters, round_num: int):
+    self.graph = graph
+    self.params = params
     self.round_num = round_num
-    self.threshold = threshold
     self.public_keys: dict[int, tuple[bytes, bytes]] = {}
     self.mailbox: dict[int, dict[int, bytes]] = collections.defaultdict(dict)
 
   def keys_for(self, v: int) -> dict[int, tuple[bytes, bytes]]:
-    return {u: self.public_keys[u] for u in self.neighbours[v]}
+    return {u: self.public_keys[u] for u in self.graph[v]}
 
   def route(self, src: int, ciphertexts: dict[int, bytes]) -> None:
     for dst, ct in ciphertexts.items():
       self.mailbox[dst][src] = ct
 
   def unmask_seeds(self, survivors: Sequence[int], dropped: Sequence[int],
-                   responses: dict[int, dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Rebuilds the masks to remove: (seeds int64[m, 2], signs int32[m]) as clients applied them.
-
-    Raises SecureAggregationError (and so releases nothing) when some secret
-    has fewer than t shares among the survivors.
-    """
-    t = self.threshold
-    if len(survivors) < t:
-      raise SecureAggregationError(
-          f"only {len(survivors)} clients survived, below the threshold t={t}: no aggregate is released")
+                   responses: dict[int, dict]) -> list[SignedSeed]:
+    """The masks to remove, as clients applied them: survivors' b_u, dropped clients'
+    s_uv towards live v. Raises SecureAggregationError where a secret lacks t shares."""
+    t = self.params.threshold
     b_shares: dict[int, dict[int, int]] = collections.defaultdict(dict)
     sk_shares: dict[int, dict[int, int]] = collections.defaultdict(dict)
     for resp in responses.values():
@@ -185,54 +212,49 @@ class ServerState:
         b_shares[u][x] = y
       for u, (x, y) in resp["sk"].items():
         sk_shares[u][x] = y
-    seeds, signs = [], []
+    seeds = []
     for u in survivors:
-      if len(b_shares[u]) < t:
-        raise SecureAggregationError(
-            f"self-mask seed of client {u}: {len(b_shares[u])} shares, threshold t={t}: "
-            "no aggregate is released")
-      b = shamir.reconstruct(b_shares[u], t)
-      seeds.append(ka.seed_to_tf(b.to_bytes(ka.SEED_BYTES, "big")))
-      signs.append(1)
+      seeds.append((self._rebuild(u, b_shares[u], SELF_SHARE).to_bytes(ka.SEED_BYTES, "big"), 1))
     surviving = set(survivors)
     for u in dropped:
-      live = [v for v in self.neighbours[u] if v in surviving]
+      live = [v for v in self.graph[u] if v in surviving]
       if not live:
         continue
-      if len(sk_shares[u]) < t:
-        raise SecureAggregationError(
-            f"dropped client {u}: {len(sk_shares[u])} shares of its key among survivors, threshold "
-            f"t={t}: its pairwise masks cannot be removed, no aggregate is released")
-      sk = shamir.reconstruct(sk_shares[u], t)
+      sk = self._rebuild(u, sk_shares[u], KEY_SHARE)
       keys = ka.KeyPair.from_private_bytes(sk.to_bytes(32, "big"))
       for v in live:
-        seeds.append(ka.seed_to_tf(keys.agree(self.public_keys[v][1], self.round_num, u, v, _MASK)))
-        signs.append(1 if v < u else -1)  # the sign survivor v applied
-    return (np.asarray(seeds, np.int64).reshape([-1, 2]), np.asarray(signs, np.int32).reshape([-1]))
+        seeds.append((keys.agree(self.public_keys[v][1], self.round_num, u, v, _MASK),
+                      1 if v < u else -1))  # the sign survivor v applied
+    return seeds
+
+  def _rebuild(self, client: int, shares: dict[int, int], kind: str) -> int:
+    t = self.params.threshold
+    if len(shares) < t:
+      raise SecureAggregationError(f"the {kind} of client {client} has {len(shares)} shares, "
+                                   f"threshold t={t}: no aggregate is released")
+    return shamir.reconstruct(shares, t)
 
 
 class SecAggRound:
   """One round among n simulated clients and the server, all in this process.
 
-  Runs stages 0 and 1 on construction; `client_material` feeds stage 2 and
+  Runs stages 0 and 1 on construction; `mask_seeds` feeds stage 2 and
   `unmask` runs stage 3. Fresh keys and seeds every instance.
   """
 
-  def __init__(self, num_clients: int, neighbours: Optional[int], threshold: Optional[int],
-               round_num: int, graph_seed: int, rounding_rng: Optional[np.random.Generator] = None):
-    self.num_clients = n = num_clients
+  def __init__(self, params: params_lib.SecAggParameters, round_num: int,
+               order_seed: Optional[int] = None, rounding_rng: Optional[np.random.Generator] = None):
+    self.params = params
+    self.num_clients = n = params.num_clients
     self.round_num = round_num
-    self.graph = graph_lib.harary_neighbours(n, neighbours, graph_seed)
-    holders = len(self.graph[0]) + 1
-    t = default_threshold(holders) if threshold is None else int(threshold)
-    if not holders // 2 + 1 <= t <= holders:
-      raise ValueError(f"threshold t={t} must be a strict majority of the {holders} share holders "
-                       f"(neighbours + self): {holders // 2 + 1} <= t <= {holders}")
-    self.threshold = t
+    self.order = graph_lib.random_order(n, order_seed)  # the ring, known to the server
+    self.graph = graph_lib.harary_graph(self.order, params.degree)
+
     def rounding_seed():
       return None if rounding_rng is None else rounding_rng.bytes(ka.SEED_BYTES)
-    self._clients = [ClientState(u, self.graph[u], round_num, t, rounding_seed()) for u in range(n)]
-    self._server = ServerState(self.graph, round_num, t)
+
+    self._clients = [ClientState(u, self.graph, params, round_num, rounding_seed()) for u in range(n)]
+    self._server = ServerState(self.graph, params, round_num)
     for c in self._clients:  # stage 0
       self._server.public_keys[c.id] = c.advertise_keys()
     for c in self._clients:  # stage 1
@@ -241,18 +263,28 @@ class SecAggRound:
       c.receive_shares(self._server.mailbox[c.id])
 
   @property
+  def threshold(self) -> int:
+    return self.params.threshold
+
+  @property
   def degree(self) -> int:
-    return len(self.graph[0])
+    return self.params.degree
 
-  def client_material(self, ids: Optional[Iterable[int]] = None) -> list[collections.OrderedDict]:
+  def mask_seeds(self, ids: Optional[Iterable[int]] = None) -> list[list[SignedSeed]]:
     ids = range(self.num_clients) if ids is None else ids
-    return [self._clients[u].mask_material() for u in ids]
+    return [self._clients[u].mask_seeds() for u in ids]
 
-  def unmask(self, survivors: Sequence[int], dropped: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    if len(survivors) < self.threshold:
-      raise SecureAggregationError(
-          f"only {len(survivors)} clients survived, below the threshold t={self.threshold}: "
-          "no aggregate is released")
+  def rounding_seeds(self, ids: Optional[Iterable[int]] = None) -> list[bytes]:
+    ids = range(self.num_clients) if ids is None else ids
+    return [self._clients[u].rounding_seed for u in ids]
+
+  def check_release(self, survivors: Sequence[int], dropped: Sequence[int]) -> None:
+    """The server's check before it asks any client for a share (stage 3)."""
+    check_release(self.graph, self.params, survivors, dropped)
+
+  def unmask(self, survivors: Sequence[int], dropped: Sequence[int]) -> list[SignedSeed]:
+    """Stage 3: the rebuilt seeds of the masks to remove from the survivors' sum."""
+    self.check_release(survivors, dropped)
     responses = {v: self._clients[v].unmask_response(survivors, dropped) for v in survivors}
     return self._server.unmask_seeds(survivors, dropped, responses)
 

@@ -41,6 +41,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.aggregation import masked_sum as masked_sum_lib
+from tff_research.aggregation import params as params_lib
+from tff_research.aggregation import prg as prg_lib
 from tff_research.aggregation import protocol as protocol_lib
 from tff_research.runtime import resident
 
@@ -52,21 +54,37 @@ def _plain_call(comp, *args, keep=(), meta=None, chain_step=1):
 
 @dataclasses.dataclass(frozen=True)
 class SecureAggregationConfig:
-  neighbors: Optional[int] = None   # k; None = full graph
-  threshold: Optional[int] = None   # t; None = protocol.default_threshold (>= 2/3 of holders)
+  """The secure sum inside FedAvg; every value is checked when the config is made."""
+  neighbors: Optional[int] = None   # k; None = the smallest the Bell et al. bound allows (`params`)
+  threshold: Optional[int] = None   # t; None = chosen within the bound (`params`)
   clip: float = 1.0                 # c for weighted deltas (num_examples * delta), per coordinate
   bits: int = 0                     # 0 = masked_sum.choose_bits (16 or 21 where they hold the sum finely enough, else 32)
-  dropout_rate: float = 0.0         # per sampled client per round, after sharing keys
-  seed: int = 0                     # neighbour graph, dropouts, stochastic rounding
+  dropout_rate: float = 0.0         # simulated: per sampled client per round, after sharing keys
+  max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta: the protocol tolerates this fraction
+  max_corrupt: float = params_lib.DEFAULT_MAX_CORRUPT  # gamma: corrupt clients it withstands
+  prg: str = prg_lib.DEFAULT_PRG    # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
+  seed: int = 0                     # dropouts, stochastic rounding
+  graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG
   max_clients: int = 100            # overflow bound: clients per round
   max_client_weight: int = 2**16    # weights (num examples) are clipped to this
   loop_implementation: str = "iterator"  # clients' batch loop; see learning.process.LOOP_IMPLEMENTATIONS
   keep_state_on_worker: bool = True  # state and masked sum stay on the TFF worker (runtime.resident)
 
+  def __post_init__(self):
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    if self.dropout_rate > self.max_dropout:
+      raise ValueError(f"dropout_rate {self.dropout_rate:g} exceeds max_dropout {self.max_dropout:g}: the "
+                       "protocol's parameters assume at most that fraction of clients drops")
+    if not (isinstance(self.max_clients, int) and self.max_clients >= 2):
+      raise ValueError(f"max_clients must be an integer >= 2, got {self.max_clients}")
+    self.secure_sum_config()  # checks the rest
+
   def secure_sum_config(self) -> masked_sum_lib.SecureSumConfig:
     return masked_sum_lib.SecureSumConfig(
-        clip=self.clip, bits=self.bits, int_clip=self.max_client_weight,
-        neighbors=self.neighbors, threshold=self.threshold, seed=self.seed)
+        clip=self.clip, bits=self.bits, int_clip=self.max_client_weight, neighbors=self.neighbors,
+        threshold=self.threshold, max_dropout=self.max_dropout, max_corrupt=self.max_corrupt,
+        prg=self.prg, graph_seed=self.graph_seed)
 
 
 class SecureFedAvgProcess:
@@ -94,12 +112,12 @@ class SecureFedAvgProcess:
         server_optimizer_fn, model_weights_type)
     update_type = model_weights_type.trainable
     value_type = collections.OrderedDict(weighted_update=update_type, weight=tff.TensorType(np.int32))
-    self.quantizer = q = masked_sum_lib.Quantizer(value_type, config.max_clients,
-                                                  config.secure_sum_config())
-    mat_type = masked_sum_lib.material_type()
+    sum_config = config.secure_sum_config()
+    self.quantizer = q = masked_sum_lib.Quantizer(value_type, config.max_clients, sum_config)
+    self.parameters = sum_config.protocol_parameters(config.max_clients)
+    self.masks = masks = prg_lib.build_mask_prg(config.prg, q.dim, q.word_dtype)
+    mat_type, correction_type = masks.client_material_type(), masks.server_material_type()
     vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
-    seeds_type = tff.TensorType(np.int64, [None, 2])
-    signs_type = tff.TensorType(np.int32, [None])
 
     @tff.federated_computation()
     def initialize_fn():
@@ -119,15 +137,17 @@ class SecureFedAvgProcess:
       # weighted_update = weight * update: the quantizer multiplies float leaves
       # by the weight (folded into its scale) before clipping.
       value = collections.OrderedDict(weighted_update=update, weight=w)
-      return q.encode_and_mask(value, material, multiplier=tf.cast(w, tf.float32))
+      return q.encode_and_mask(value, material, masks, multiplier=tf.cast(w, tf.float32))
 
-    @tff.tensorflow.computation(vec_type, np.int32, seeds_type, signs_type)
-    def unmask_mean(masked, clients, seeds, signs):
+    @tff.tensorflow.computation(vec_type, np.int32, correction_type)
+    def unmask_mean(masked, clients, correction):
+      # `next` checks the count in Python first; this stops a direct call from
+      # decoding a sum the overflow bound does not cover.
       check = tf.debugging.assert_less_equal(
           clients, tf.constant(q.num_clients, tf.int32),
           message=f"more clients than max_clients={q.num_clients} (overflow bound)")
       with tf.control_dependencies([check]):
-        value, clipped = q.unmask_and_decode(tf.identity(masked), seeds, signs, clients)
+        value, clipped = q.unmask_and_decode(tf.identity(masked), correction, masks, clients)
       total = tf.cast(value["weight"], tf.float32)
       mean = tf.nest.map_structure(lambda u: tf.math.divide_no_nan(u, total), value["weighted_update"])
       return collections.OrderedDict(mean_update=mean, weight=value["weight"], clipped=clipped)
@@ -152,10 +172,9 @@ class SecureFedAvgProcess:
 
     @tff.federated_computation(state_type, tff.FederatedType(vec_type, tff.SERVER),
                                tff.FederatedType(np.int32, tff.SERVER),
-                               tff.FederatedType(seeds_type, tff.SERVER),
-                               tff.FederatedType(signs_type, tff.SERVER))
-    def server_stage(state, masked, clients, seeds, signs):
-      decoded = tff.federated_map(unmask_mean, tff.federated_zip((masked, clients, seeds, signs)))
+                               tff.FederatedType(correction_type, tff.SERVER))
+    def server_stage(state, masked, clients, correction):
+      decoded = tff.federated_map(unmask_mean, tff.federated_zip((masked, clients, correction)))
       fin_out = finalizer.next(state.finalizer, state.global_model_weights, decoded.mean_update)
       new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
           fin_out.result, state.distributor, state.client_work,
@@ -179,8 +198,19 @@ class SecureFedAvgProcess:
   def initialize(self):
     return self.initialize_fn()
 
-  def next(self, state, client_datasets: Sequence[tf.data.Dataset]) -> tff.learning.templates.LearningProcessOutput:
-    """One round; raises `SecureAggregationError` (state unchanged) if too many clients drop."""
+  def next(self, state, client_datasets: Sequence[tf.data.Dataset],
+           dropped: Optional[Sequence[int]] = None) -> tff.learning.templates.LearningProcessOutput:
+    """One round; raises `SecureAggregationError` (state unchanged) when the release would be unsafe.
+
+    Args:
+      state: the server state (`initialize()` or the previous round's).
+      client_datasets: one dataset per sampled client.
+      dropped: indices of clients that drop this round after sharing their
+        keys; None draws them (`dropout_rate`).
+
+    Returns:
+      A `LearningProcessOutput` with the new state and the round's metrics.
+    """
     cfg = self.config
     n = len(client_datasets)
     if n > cfg.max_clients:
@@ -188,34 +218,47 @@ class SecureFedAvgProcess:
     round_num = self._round_number(state)
     rng = np.random.default_rng([cfg.seed, round_num, self._attempts[round_num]])
     self._attempts[round_num] += 1
-    dropped = [u for u in range(n) if rng.random() < cfg.dropout_rate]
+    if dropped is None:
+      dropped = [u for u in range(n) if rng.random() < cfg.dropout_rate]
+    dropped = sorted(set(int(u) for u in dropped))
+    if any(not 0 <= u < n for u in dropped):
+      raise ValueError(f"dropped clients must be indices in [0, {n})")
     survivors = [u for u in range(n) if u not in set(dropped)]
-    rnd = protocol_lib.SecAggRound(n, cfg.neighbors, cfg.threshold, round_num,
-                                   masked_sum_lib.graph_seed(cfg.seed, round_num), rounding_rng=rng)
-    if len(survivors) < rnd.threshold:
-      raise protocol_lib.SecureAggregationError(
-          f"round {round_num}: only {len(survivors)} of {n} clients survived, below the threshold "
-          f"t={rnd.threshold}: no aggregate is released")
+    parameters = self.parameters if n == cfg.max_clients else cfg.secure_sum_config().protocol_parameters(n)
+    rnd = protocol_lib.SecAggRound(parameters, round_num,
+                                   masked_sum_lib.graph_order_seed(cfg.graph_seed, round_num), rounding_rng=rng)
+    # The server refuses at stage 3 anyway; checking first spares the round's training.
+    rnd.check_release(survivors, dropped)
     # The state and the masked sum (model-sized) stay on the worker between the
     # two stages and until the next round, unless keep_state_on_worker=False.
     call = resident.call if cfg.keep_state_on_worker else _plain_call
-    # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
-    # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
-    out = call(self.client_stage, state, [client_datasets[u] for u in survivors],
-               rnd.client_material(survivors), keep=("state", "masked_sum"), chain_step=0)
+    materials = [self.masks.client_material(seeds, rounding) for seeds, rounding in
+                 zip(rnd.mask_seeds(survivors), rnd.rounding_seeds(survivors))]
+    try:
+      # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
+      # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
+      out = call(self.client_stage, state, [client_datasets[u] for u in survivors], materials,
+                 keep=("state", "masked_sum"), chain_step=0)
+    finally:
+      self.masks.release()
     if int(out["clients"]) != len(survivors):
       raise protocol_lib.SecureAggregationError(
-          f"server counted {int(out['clients'])} clients, expected {len(survivors)}")
-    seeds, signs = rnd.unmask(survivors, dropped)
-    srv = call(self.server_stage, out["state"], out["masked_sum"], out["clients"], seeds, signs,
-               keep=("state",), meta={"state": {"round": round_num + 1}})
+          f"round {round_num}: the server counted {int(out['clients'])} masked vectors, expected "
+          f"{len(survivors)}: no aggregate is released")
+    correction = self.masks.server_material(rnd.unmask(survivors, dropped))
+    try:
+      srv = call(self.server_stage, out["state"], out["masked_sum"], out["clients"], correction,
+                 keep=("state",), meta={"state": {"round": round_num + 1}})
+    finally:
+      self.masks.release()
     metrics = collections.OrderedDict(
         distributor=out["distributor"], client_work=out["client_work"],
         aggregator=collections.OrderedDict(), finalizer=srv["finalizer"],
         secure_aggregation=collections.OrderedDict(
             clipped=int(srv["clipped"]), dropped=len(dropped), clients=len(survivors),
             upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
-            neighbors=rnd.degree, threshold=rnd.threshold, round=round_num, bits=self.quantizer.bits))
+            neighbors=rnd.degree, threshold=rnd.threshold, round=round_num, bits=self.quantizer.bits,
+            cryptographic_prg=int(self.masks.cryptographic)))
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
 
   @staticmethod

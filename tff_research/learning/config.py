@@ -33,8 +33,11 @@ class ExperimentConfig:
   server_momentum: float = 0.9
   server_epsilon: float = 1e-3
   aggregator: str = "plain"
-  secure_neighbors: int = 0       # 0 = all other sampled clients
-  secure_threshold: int = 0       # 0 = default for the neighbour count
+  secure_neighbors: int = 0       # 0 = the smallest degree the Bell et al. bound allows
+  secure_threshold: int = 0       # 0 = chosen within the bound
+  secure_max_dropout: float = 0.1  # delta: fraction of a round's clients the protocol lets drop
+  secure_max_corrupt: float = 0.05  # gamma: fraction of corrupt clients it withstands
+  secure_prg: str = "aes-ctr"     # mask PRG: aes-ctr (cryptographic) or philox (fast, not cryptographic)
   secure_clip: float = 100.0     # bound on each coordinate of (num_examples x model delta)
   secure_bits: int = 0            # 0 = 16 or 21 when they hold the clients' sum finely enough, else 32
   dropout_rate: float = 0.0
@@ -77,29 +80,43 @@ class ExperimentConfig:
     choices = {"algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),
                "server_optimizer": ("sgd", "sgdm", "adagrad", "adam", "yogi"),
                "client_optimizer": ("sgd", "sgdm", "adam"), "cell": ("lstm", "cifg"),
-               "output_bias_init": ("zeros", "unigram")}
+               "output_bias_init": ("zeros", "unigram"), "secure_prg": ("aes-ctr", "philox")}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
     if self.aggregator == "secure" and self.algorithm != "fedavg":
       raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
+    if self.aggregator == "secure":
+      self._validate_secure()
+
+  def _validate_secure(self) -> None:
+    """The secure sum's settings, checked for this run's clients per round (imports TensorFlow)."""
+    try:
+      secure = self.secure_aggregation_config()
+      secure.secure_sum_config().protocol_parameters(self.clients_per_round)
+    except ValueError as e:
+      raise ValueError(f"--aggregator=secure: {e}") from None
+
+  def secure_aggregation_config(self):
+    """The `aggregation.SecureAggregationConfig` of this run (imports TensorFlow)."""
+    from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
+    return secure_fed_avg.SecureAggregationConfig(
+        neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
+        clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate,
+        max_dropout=self.secure_max_dropout, max_corrupt=self.secure_max_corrupt, prg=self.secure_prg,
+        seed=self.seed,
+        # The overflow bound needs only this run's clients per round and the
+        # most examples a client can weigh in with: tighter bounds leave a
+        # finer fixed-point scale (which matters at 16 bits).
+        max_clients=self.clients_per_round,
+        max_client_weight=(self.max_elements_per_client * self.client_epochs
+                           if self.max_elements_per_client else 2**16))
 
   def algorithm_config(self):
     """A `process.AlgorithmConfig` (imports TensorFlow)."""
     from tff_research.learning import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
     from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
-    secure = None
-    if self.aggregator == "secure":
-      from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
-      secure = secure_fed_avg.SecureAggregationConfig(
-          neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
-          clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate, seed=self.seed,
-          # The overflow bound needs only this run's clients per round and the
-          # most examples a client can weigh in with: tighter bounds leave a
-          # finer fixed-point scale (which matters at 16 bits).
-          max_clients=self.clients_per_round,
-          max_client_weight=(self.max_elements_per_client * self.client_epochs
-                             if self.max_elements_per_client else 2**16))
+    secure = self.secure_aggregation_config() if self.aggregator == "secure" else None
     return process_lib.AlgorithmConfig(
         algorithm=self.algorithm,
         client_optimizer=optimizers_lib.OptimizerConfig(self.client_optimizer, self.client_learning_rate),

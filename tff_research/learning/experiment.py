@@ -62,7 +62,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   hparams: dict[str, Any] = dataclasses.asdict(config)
   run = training_loop.run_federated_training(
       training_process, evaluation_process, data, loop_config, config.run_dir, hparams,
-      progress=progress, log=log)
+      progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()))
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:

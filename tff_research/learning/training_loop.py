@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow_federated as tff
@@ -101,11 +101,13 @@ def eval_client_ids(data: nwp.NWPData, config: LoopConfig) -> list[str]:
   return [ids[i] for i in sorted(rng.choice(len(ids), config.eval_clients, replace=False))]
 
 
-def _write_hparams(run_dir: str, hparams: dict[str, Any]) -> None:
+def _write_hparams(run_dir: str, hparams: dict[str, Any], defaults: Mapping[str, Any]) -> None:
   path = os.path.join(run_dir, "hparams.json")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
+    # A setting the package gained after the run started resumes at its default.
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
     changed = sorted(k for k in set(old) | set(hparams)
                      if k not in RESUMABLE_KEYS and old.get(k) != hparams.get(k))
     if changed:
@@ -131,11 +133,16 @@ def run_federated_training(
     hparams: Optional[dict[str, Any]] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    hparam_defaults: Optional[Mapping[str, Any]] = None,
 ) -> RunResult:
-  """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint."""
+  """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
+
+  `hparams` are the run's settings (a rerun with others is refused);
+  `hparam_defaults` are the values of settings an older run did not record.
+  """
   start_time = time.time()
   os.makedirs(run_dir, exist_ok=True)
-  _write_hparams(run_dir, hparams or {})
+  _write_hparams(run_dir, hparams or {}, hparam_defaults or {})
   state_manager = checkpoints.AtomicFileProgramStateManager(
       os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX,
       keep_total=config.keep_checkpoints, keep_first=False)

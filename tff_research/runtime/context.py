@@ -31,6 +31,9 @@ _OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
 _SINGLE_WORKER_STUB = None
 _SINGLE_WORKER_CONTEXT = None
 _SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
+# False while the default context runs on `use_remote_workers`' workers, which
+# may be on other machines (runtime.handoff then cannot reach them).
+_WORKERS_ARE_LOCAL = True
 # Every gRPC stub made here; `shutdown()` closes them.
 _STUBS: list = []
 
@@ -38,6 +41,11 @@ _STUBS: list = []
 def on_shutdown(callback: Callable[[], None]) -> None:
   """Calls `callback()` whenever the contexts' workers are replaced or stopped."""
   _SHUTDOWN_CALLBACKS.append(callback)
+
+
+def workers_are_local() -> bool:
+  """Whether the current context's workers run on this machine (all but `use_remote_workers`)."""
+  return _WORKERS_ARE_LOCAL
 
 
 def single_worker_stub():
@@ -138,7 +146,9 @@ def _forget_workers() -> None:
 
 def shutdown() -> None:
   """Stops the workers this process started for its contexts."""
+  global _WORKERS_ARE_LOCAL
   _forget_workers()
+  _WORKERS_ARE_LOCAL = True  # TFF's own default context runs its worker here
   while _STUBS:  # values still alive must not try to free themselves on a stopped worker
     _STUBS.pop().closed = True
   while _OWNED_WORKERS:
@@ -172,7 +182,7 @@ def use_local_runtime(
     started.append(worker)
   for worker in started:
     workers_lib.wait_until_serving(worker.address)
-  _install([w.address for w in started])
+  _install([w.address for w in started], local=True)
   return started
 
 
@@ -186,13 +196,14 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0) -> None:
     if not host or not port.isdigit():
       raise ValueError(f"worker address {address!r} is not host:port")
     workers_lib.wait_until_serving(address, timeout=timeout)
-  _install(addresses)
+  _install(addresses, local=False)
 
 
-def _install(addresses: Sequence[str]) -> None:
-  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT
+def _install(addresses: Sequence[str], local: bool) -> None:
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WORKERS_ARE_LOCAL
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   _forget_workers()
+  _WORKERS_ARE_LOCAL = local
   if len(addresses) == 1:
     stub = _stub_for(addresses[0])
     context = _context_for(addresses[0], stub=stub)
