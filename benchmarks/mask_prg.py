@@ -106,11 +106,12 @@ def _worker_rows(words, streams, repeats):
     return body
 
   empty = timed(lambda seeds: tf.cast(seeds[0], tf.uint64))
-  to_u64 = lambda k: tf.bitcast(tf.reshape(k, [-1, 2]), tf.uint64)[:, 0]  # pylint: disable=unnecessary-lambda-assignment
+  to_u64 = lambda k: tf.bitcast(tf.reshape(k, [-1, 2]), tf.uint64)  # pylint: disable=unnecessary-lambda-assignment
+  key = lambda seed: tf.tile(tf.reshape(tf.bitcast(seed, tf.uint32), [-1]), [2])  # pylint: disable=unnecessary-lambda-assignment
   candidates = {
       "philox (worker)": lambda seed: prg.philox_words(seed, words, tf.uint64),
-      "chacha20 (worker)": lambda seed: to_u64(chacha20_tf(tf.tile(tf.bitcast(seed, tf.uint32), [2]), blocks)),
-      "chacha20 (worker, XLA)": lambda seed: to_u64(jit_chacha(tf.tile(tf.bitcast(seed, tf.uint32), [2]))),
+      "chacha20 (worker)": lambda seed: to_u64(chacha20_tf(key(seed), blocks)),
+      "chacha20 (worker, XLA)": lambda seed: to_u64(jit_chacha(key(seed))),
   }
   return {name: (timed(over_streams(fn)) - empty) / streams for name, fn in candidates.items()}
 

@@ -27,7 +27,6 @@ cases: its randomness only keeps the rounding unbiased and is never secret.
 from __future__ import annotations
 
 import collections
-import functools
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -54,15 +53,11 @@ def aes_ctr_keystream(key: bytes, num_bytes: int, counter_block: bytes = bytes(_
   return encryptor.update(bytes(num_bytes)) + encryptor.finalize()
 
 
-@functools.lru_cache(maxsize=4)
-def _zeros(num_bytes: int) -> memoryview:
-  return memoryview(bytes(num_bytes))
-
-
-def _keystream_into(seed: bytes, out: bytearray, num_bytes: int) -> None:
-  # update_into writes without allocating; it wants len(out) >= num_bytes + 15.
-  encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(_BLOCK))).encryptor()
-  encryptor.update_into(_zeros(num_bytes), out)
+# Streams are added a chunk at a time (512 KB) so the running sum stays in
+# the CPU's cache across a client's k + 1 streams: 10-15 % faster here than a
+# whole stream per pass.
+_CHUNK_BYTES = 1 << 19
+_ZEROS = memoryview(bytes(_CHUNK_BYTES))
 
 
 def expand(seed: bytes, num_words: int, dtype: type) -> np.ndarray:
@@ -75,14 +70,17 @@ def expand(seed: bytes, num_words: int, dtype: type) -> np.ndarray:
 
 def add_signed_streams(acc: np.ndarray, seeds: Sequence[SignedSeed]) -> np.ndarray:
   """acc + sum_j sign_j AES-CTR(seed_j), word-wise mod 2^w, in place; returns acc."""
-  num_bytes = acc.nbytes
-  scratch = bytearray(num_bytes + _BLOCK)
-  stream = np.frombuffer(scratch, acc.dtype, count=acc.size)
-  for seed, sign in seeds:
-    if sign == 0:
-      continue
-    _keystream_into(seed, scratch, num_bytes)
-    (np.add if sign > 0 else np.subtract)(acc, stream, out=acc)
+  encryptors = [(Cipher(algorithms.AES(seed), modes.CTR(bytes(_BLOCK))).encryptor(), np.add if sign > 0 else np.subtract)
+                for seed, sign in seeds if sign != 0]
+  flat = acc.reshape(-1)
+  per_chunk = _CHUNK_BYTES // flat.itemsize
+  scratch = bytearray(_CHUNK_BYTES + _BLOCK)  # update_into wants 15 bytes to spare
+  stream = np.frombuffer(scratch, flat.dtype, count=per_chunk)
+  for start in range(0, flat.size, per_chunk):
+    part = flat[start:start + per_chunk]
+    for encryptor, op in encryptors:
+      encryptor.update_into(_ZEROS[:part.nbytes], scratch)  # the next part.nbytes of its keystream
+      op(part, stream[:part.size], out=part)
   return acc
 
 

@@ -229,27 +229,11 @@ class SecureFedAvgProcess:
                                    masked_sum_lib.graph_order_seed(cfg.graph_seed, round_num), rounding_rng=rng)
     # The server refuses at stage 3 anyway; checking first spares the round's training.
     rnd.check_release(survivors, dropped)
-    # The state and the masked sum (model-sized) stay on the worker between the
-    # two stages and until the next round, unless keep_state_on_worker=False.
-    call = resident.call if cfg.keep_state_on_worker else _plain_call
-    materials = [self.masks.client_material(seeds, rounding) for seeds, rounding in
-                 zip(rnd.mask_seeds(survivors), rnd.rounding_seeds(survivors))]
     try:
-      # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
-      # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
-      out = call(self.client_stage, state, [client_datasets[u] for u in survivors], materials,
-                 keep=("state", "masked_sum"), chain_step=0)
+      srv, out = self._masked_round(state, client_datasets, rnd, survivors, dropped, round_num)
     finally:
-      self.masks.release()
-    if int(out["clients"]) != len(survivors):
-      raise protocol_lib.SecureAggregationError(
-          f"round {round_num}: the server counted {int(out['clients'])} masked vectors, expected "
-          f"{len(survivors)}: no aggregate is released")
-    correction = self.masks.server_material(rnd.unmask(survivors, dropped))
-    try:
-      srv = call(self.server_stage, out["state"], out["masked_sum"], out["clients"], correction,
-                 keep=("state",), meta={"state": {"round": round_num + 1}})
-    finally:
+      # Only now: a kept value is computed when it is used, so the masks are
+      # read by the time the server stage's outputs have come back.
       self.masks.release()
     metrics = collections.OrderedDict(
         distributor=out["distributor"], client_work=out["client_work"],
@@ -260,6 +244,26 @@ class SecureFedAvgProcess:
             neighbors=rnd.degree, threshold=rnd.threshold, round=round_num, bits=self.quantizer.bits,
             cryptographic_prg=int(self.masks.cryptographic)))
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
+
+  def _masked_round(self, state, client_datasets, rnd, survivors, dropped, round_num):
+    """Stages 2 and 3 of the round: the clients' masked sum, then the server's unmasking."""
+    # The state and the masked sum (model-sized) stay on the worker between the
+    # two stages and until the next round, unless keep_state_on_worker=False.
+    call = resident.call if self.config.keep_state_on_worker else _plain_call
+    materials = [self.masks.client_material(seeds, rounding) for seeds, rounding in
+                 zip(rnd.mask_seeds(survivors), rnd.rounding_seeds(survivors))]
+    # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
+    # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
+    out = call(self.client_stage, state, [client_datasets[u] for u in survivors], materials,
+               keep=("state", "masked_sum"), chain_step=0)
+    if int(out["clients"]) != len(survivors):
+      raise protocol_lib.SecureAggregationError(
+          f"round {round_num}: the server counted {int(out['clients'])} masked vectors, expected "
+          f"{len(survivors)}: no aggregate is released")
+    correction = self.masks.server_material(rnd.unmask(survivors, dropped))
+    srv = call(self.server_stage, out["state"], out["masked_sum"], out["clients"], correction,
+               keep=("state",), meta={"state": {"round": round_num + 1}})
+    return srv, out
 
   @staticmethod
   def _round_number(state) -> int:
