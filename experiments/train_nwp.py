@@ -21,6 +21,12 @@ _HELP = {
     "dataset": "federated text: shakespeare | stackoverflow[:max_clients=N] (TFF's SQLite file "
                "in --data_dir) | jsonl:PATH | textdir:PATH (see docs/data.md)",
     "data_dir": "where corpora are cached (default: ~/.cache/tff_research)",
+    "min_words": "jsonl:/textdir: drop clients with fewer words than this",
+    "train_fraction": "jsonl:/textdir: share of texts, clients or windows that trains, in (0, 1)",
+    "split": "jsonl:/textdir: train/test split: auto (by_text where enough clients have two or more texts, "
+             "else by_client), by_text, by_client (hold out whole clients), by_window (last token windows "
+             "of each client); see docs/data.md",
+    "text_unit": "textdir: a text is a line, or a blank-line separated paragraph (hard-wrapped prose)",
     "vocab_size": "number of words in the vocabulary (most frequent train words)",
     "num_oov_buckets": "out-of-vocabulary buckets",
     "sequence_length": "words per training sequence",

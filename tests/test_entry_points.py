@@ -91,10 +91,14 @@ def test_run_with_sigint_ignored_exits_cleanly(train_cmd):
     (["--rounds=0"], "--rounds must be positive"),
     (["--client_batch_size=-3"], "--client_batch_size must be positive"),
     (["--clients_per_round=100000"], "larger than the"),
+    (["--aggregator=secure", "--clients_per_round=8", "--secure_neighbors=2"],
+     "--aggregator=secure: SecAgg+ degree k=2 is below the Bell et al. bound for n=8 clients"),
+    (["--aggregator=secure", "--dropout_rate=0.3"], "dropout_rate 0.3 exceeds max_dropout 0.1"),
+    (["--dataset=jsonl:posts.jsonl", "--split=random"], "--split must be one of: auto, by_text"),
 ])
 def test_bad_input_is_one_clear_line(train_cmd, flags, message):
   code, _, err = _finish(train_cmd("--experiment_name=bad", *flags))
-  assert code != 0
+  assert code == 2
   assert message in err
   assert "Traceback" not in err
   lines = [l for l in err.strip().splitlines() if l.strip()]

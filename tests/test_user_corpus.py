@@ -37,7 +37,8 @@ def test_jsonl_splits_each_client_in_file_order_and_merges_repeated_ids(tmp_path
   assert corpus.train["bob"] == [f"{SENTENCE} b0"] and corpus.test["bob"] == [f"{SENTENCE} b1"]
   assert corpus.name == "jsonl:c.jsonl"
   out = capsys.readouterr().out
-  assert out.startswith("jsonl:c.jsonl: 2 train clients, 2 test clients, 8 texts") and "not cached" in out
+  assert out.startswith("jsonl:c.jsonl: 2 train clients, 2 test clients (split by text: 2 of 2 clients have "
+                        "two or more texts), 8 texts") and "not cached" in out
   assert not os.path.exists(tmp_path / "cache")  # custom corpora are never cached
 
 
@@ -122,7 +123,7 @@ def test_textdir_one_client_per_file_with_relative_ids_and_line_texts(tmp_path):
 
 def test_textdir_paragraph_unit_joins_lines_of_a_block(tmp_path):
   root = _tree(tmp_path, {"a.txt": "one two\nthree\n\n\nfour five\n six\n"})
-  corpus = load_federated_text(f"textdir:{root}", verbose=False, min_words=1, unit="paragraph")
+  corpus = load_federated_text(f"textdir:{root}", verbose=False, min_words=1, text_unit="paragraph")
   assert corpus.train["a"] == ["one two three"] and corpus.test["a"] == ["four five six"]
 
 
@@ -138,9 +139,9 @@ def test_textdir_errors_name_the_file(tmp_path):
 
 
 def test_changed_file_is_read_again_not_served_from_a_cache(tmp_path):
-  path = _write_jsonl(tmp_path / "c.jsonl", [{"client_id": "a", "text": SENTENCE * 3}])
+  path = _write_jsonl(tmp_path / "c.jsonl", [{"client_id": "a", "text": SENTENCE * 3}] * 2)
   assert load_federated_text(f"jsonl:{path}", str(tmp_path), verbose=False).client_ids == ["a"]
-  _write_jsonl(path, [{"client_id": "b", "text": SENTENCE * 3}])
+  _write_jsonl(path, [{"client_id": "b", "text": SENTENCE * 3}] * 2)
   assert load_federated_text(f"jsonl:{path}", str(tmp_path), verbose=False).client_ids == ["b"]
 
 
@@ -149,7 +150,7 @@ def test_unknown_dataset_lists_the_forms_and_unknown_options_are_refused(tmp_pat
   for form in ("shakespeare", "stackoverflow", "jsonl:PATH", "textdir:PATH"):
     assert form in message
   path = _write_jsonl(tmp_path / "c.jsonl", [{"client_id": "a", "text": SENTENCE * 3}])
-  assert "no option 'unit'" in _error(load_federated_text, f"jsonl:{path}", verbose=False, unit="line")
+  assert "no option 'text_unit'" in _error(load_federated_text, f"jsonl:{path}", verbose=False, text_unit="line")
 
 
 def test_user_corpus_builds_nwp_windows(tmp_path):

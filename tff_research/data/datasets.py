@@ -10,7 +10,7 @@ Forms of `name` (the `--dataset` flag):
 Only Shakespeare is cached: Stack Overflow's SQLite file already is an indexed
 store, and a custom corpus is re-read on every load, so an edited file never
 gives stale data. Keyword `options` go to the corpus' loader (`max_clients`;
-`min_words`, `train_fraction`, textdir's `unit`).
+`min_words`, `train_fraction`, `split`, textdir's `text_unit`).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ FORMS = ("shakespeare", "stackoverflow", "stackoverflow:max_clients=N", "jsonl:P
 _OPTIONS = {
     "shakespeare": (),
     "stackoverflow": ("max_clients",),
-    "jsonl": ("min_words", "train_fraction"),
-    "textdir": ("min_words", "train_fraction", "unit"),
+    "jsonl": ("min_words", "train_fraction", "split"),
+    "textdir": ("min_words", "train_fraction", "split", "text_unit"),
 }
 
 

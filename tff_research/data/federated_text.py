@@ -28,7 +28,9 @@ class FederatedText:
 
   The defaults suit raw prose. A pre-tokenized corpus (Stack Overflow) sets
   `tokenizer="whitespace"`, `truncate=True` (one NWP window per text, as TFF's
-  baseline) and may bring a ranked word list for the vocabulary.
+  baseline) and may bring a ranked word list for the vocabulary. With
+  `window_split` (`splits.py`'s by-window policy), `train` holds all texts and
+  the NWP data cuts each client's token windows at that fraction.
   """
   name: str
   train: dict[str, list[str]]
@@ -36,6 +38,8 @@ class FederatedText:
   tokenizer: str = "words"                 # vocab.TOKENIZERS
   truncate: bool = False                   # NWP default: truncate texts instead of chunking
   vocab_words: Optional[list[str]] = None  # most frequent first; None = count the train split
+  window_split: Optional[float] = None     # train fraction of each client's windows (by_window)
+  split_note: str = ""                     # which split was used and why (`splits.split_clients`)
 
   @property
   def client_ids(self) -> list[str]:
@@ -44,8 +48,10 @@ class FederatedText:
   def summary(self) -> str:
     texts = [t for split in (self.train, self.test) for v in split.values() for t in v]
     words = sum(len(vocab_lib.tokenize(t, self.tokenizer)) for t in texts)
-    return (f"{self.name}: {len(self.train):,} train clients, {len(self.test):,} test clients, "
-            f"{len(texts):,} texts, {words:,} words")
+    clients = (_count(len(self.train), "client") if self.window_split is not None
+               else f"{_count(len(self.train), 'train client')}, {_count(len(self.test), 'test client')}")
+    note = f" ({self.split_note})" if self.split_note else ""
+    return f"{self.name}: {clients}{note}, {_count(len(texts), 'text')}, {_count(words, 'word')}"
 
   def save(self, path: str) -> None:
     """Writes atomically (temp file + rename): a crash never leaves half a cache."""
@@ -69,6 +75,10 @@ class FederatedText:
       return None
     return cls(payload["name"], payload["train"], payload["test"], payload.get("tokenizer", "words"),
                bool(payload.get("truncate", False)), payload.get("vocab_words"))
+
+
+def _count(number: int, noun: str) -> str:
+  return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def split_by_order(

@@ -7,6 +7,7 @@ run sees exactly the batches an uninterrupted one would have.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 from typing import Optional, Sequence
@@ -129,8 +130,15 @@ def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000
   if sequence_length < 1:
     raise ValueError(f"sequence_length must be positive, got {sequence_length}")
   truncate = corpus.truncate if truncate is None else truncate
+  cuts = None
+  if corpus.window_split is not None:
+    if truncate:
+      raise DataError(f"{corpus.name}: the by-window split needs chunked texts, not truncated ones")
+    cuts, train_words = _window_cuts(corpus, sequence_length)
   if corpus.vocab_words:
     vocab = vocab_lib.Vocabulary(tuple(corpus.vocab_words[:vocab_size]), num_oov_buckets, corpus.tokenizer)
+  elif cuts is not None:
+    vocab = vocab_lib.vocabulary_from_counts(train_words, vocab_size, num_oov_buckets, corpus.tokenizer)
   else:
     vocab = vocab_lib.build_vocabulary(federated_text.texts_of(corpus.train), vocab_size, num_oov_buckets,
                                        corpus.tokenizer)
@@ -144,9 +152,35 @@ def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000
     return out
 
   train, test = encode(corpus.train), encode(corpus.test)
+  if cuts is not None:
+    test = {c: rows[cuts[c]:] for c, rows in train.items() if cuts[c] < len(rows)}
+    train = {c: rows[:cuts[c]] for c, rows in train.items()}
+    if not test:
+      raise DataError(f"{corpus.name}: split by token window leaves no test window: no client has two "
+                      f"or more windows of {sequence_length} words (use a shorter --sequence_length or "
+                      "another --split)")
   if not train:
     raise DataError(f"{corpus.name}: no train client has any words")
   return NWPData(vocab, sequence_length, train, test, corpus.name)
+
+
+def _window_cuts(corpus: federated_text.FederatedText, sequence_length: int):
+  """Per client, how many of its windows train (the first `window_split` of them, at
+  least one of each side when it has two), and the words those windows predict."""
+  cuts, train_words = {}, collections.Counter()
+  for client_id, texts in corpus.train.items():
+    words = [vocab_lib.tokenize(t, corpus.tokenizer) for t in texts]
+    # `to_sequences` cuts BOS w1..wn EOS into windows of sequence_length targets:
+    # word i of a text is a target of its window i // sequence_length.
+    windows = [-(-(len(w) + 1) // sequence_length) for w in words]
+    total = sum(windows)
+    cut = min(max(1, round(corpus.window_split * total)), total - 1) if total > 1 else total
+    cuts[client_id] = cut
+    offset = 0
+    for text_words, count in zip(words, windows):
+      train_words.update(text_words[:max(0, cut - offset) * sequence_length])
+      offset += count
+  return cuts, train_words
 
 
 def unigram_baseline_accuracy(data: NWPData, split: str = "test",

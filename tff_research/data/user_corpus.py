@@ -8,14 +8,16 @@ its texts are merged in file order.
 `textdir:PATH`: one UTF-8 file per client, subfolders allowed. The client id
 is the path relative to PATH without its last extension, with `/` separators
 (`alice.txt` -> `alice`, `team/bob.md` -> `team/bob`); two files giving the same
-id are an error. Each non-blank line is one text (`unit="paragraph"` makes
+id are an error. Each non-blank line is one text (`text_unit="paragraph"` makes
 blank-line separated blocks the texts instead). Hidden files and folders
 (starting with `.`) and anything that is not a regular file are skipped.
 
-Both then drop clients with fewer than `min_words` words and split each
-client's texts in order: the first `train_fraction` train, the rest test
-(`federated_text.split_by_order`; a client with one text has no test text).
-Errors are one-line `DataError`s naming the file and the line or byte offset.
+Both then drop clients with fewer than `min_words` words and split the rest
+into train and test by a policy of `splits.py` (`split`, `train_fraction`):
+by text within each client, by holding out whole clients, or by token window;
+the default picks by text where that leaves enough test clients, else by
+client. Errors are one-line `DataError`s naming the file and the line or byte
+offset.
 """
 from __future__ import annotations
 
@@ -26,12 +28,13 @@ import re
 from typing import Iterable
 
 from tff_research.data import federated_text
+from tff_research.data import splits
 from tff_research.data import vocab as vocab_lib
 
 DataError = federated_text.DataError
 
 DEFAULT_MIN_WORDS = 20  # about one training window (sequence length 20) per client
-DEFAULT_TRAIN_FRACTION = 0.8
+DEFAULT_TRAIN_FRACTION = splits.DEFAULT_TRAIN_FRACTION
 UNITS = ("line", "paragraph")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -44,11 +47,18 @@ def _show(path: str) -> str:
   return path if path.isprintable() and path.strip() == path else repr(path)
 
 
-def _check_settings(min_words: int, train_fraction: float) -> None:
+def check_settings(min_words: int, train_fraction: float, split: str = splits.DEFAULT_SPLIT,
+                   text_unit: str = "line") -> None:
+  """ValueError (one line) naming the first bad loading option."""
   if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 1:
     raise ValueError(f"min_words must be a positive integer, got {min_words!r}")
-  if not 0.0 < train_fraction <= 1.0:
-    raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+  splits.check_split(split, train_fraction)
+  _check_unit(text_unit)
+
+
+def _check_unit(text_unit: str) -> None:
+  if text_unit not in UNITS:
+    raise ValueError(f"text_unit must be one of: {', '.join(UNITS)}; got {text_unit!r}")
 
 
 def read_jsonl(path: str) -> dict[str, list[str]]:
@@ -112,10 +122,9 @@ def _parse_record(line: str, where: str) -> tuple[str, str]:
   return values[0], values[1]
 
 
-def read_textdir(path: str, unit: str = "line") -> dict[str, list[str]]:
+def read_textdir(path: str, text_unit: str = "line") -> dict[str, list[str]]:
   """Texts by client id (sorted by file path), one client per regular file under `path`."""
-  if unit not in UNITS:
-    raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+  _check_unit(text_unit)
   if not os.path.exists(path):
     raise DataError(f"textdir: no such directory: {_show(path)}")
   if not os.path.isdir(path):
@@ -142,7 +151,7 @@ def read_textdir(path: str, unit: str = "line") -> dict[str, list[str]]:
       raise DataError(f"{_show(path)}: {_show(source[client_id])} and {_show(relative)} "
                       f"both give client id {client_id!r}")
     source[client_id] = relative
-    texts[client_id] = _split_text(_read_utf8(file), unit)
+    texts[client_id] = _split_text(_read_utf8(file), text_unit)
   if not files:
     raise DataError(f"textdir: no text files under {_show(path)} (expected one UTF-8 file per client)")
   return texts
@@ -161,10 +170,10 @@ def _read_utf8(file: str) -> str:
     raise DataError(f"{_show(file)}: invalid UTF-8 at byte offset {start + e.start}") from e
 
 
-def _split_text(text: str, unit: str) -> list[str]:
+def _split_text(text: str, text_unit: str) -> list[str]:
   """Non-blank lines, or blank-line separated paragraphs with their lines joined by spaces."""
   lines = [line.strip() for line in text.splitlines()]
-  if unit == "line":
+  if text_unit == "line":
     return [line for line in lines if line]
   paragraphs, block = [], []
   for line in lines + [""]:
@@ -177,34 +186,33 @@ def _split_text(text: str, unit: str) -> list[str]:
 
 
 def to_federated_text(texts_by_client: dict[str, list[str]], name: str, source: str,
-                      min_words: int = DEFAULT_MIN_WORDS,
-                      train_fraction: float = DEFAULT_TRAIN_FRACTION) -> federated_text.FederatedText:
-  """Drops clients under `min_words` words, then splits each client's texts in order."""
-  _check_settings(min_words, train_fraction)
+                      min_words: int = DEFAULT_MIN_WORDS, train_fraction: float = DEFAULT_TRAIN_FRACTION,
+                      split: str = splits.DEFAULT_SPLIT) -> federated_text.FederatedText:
+  """Drops clients under `min_words` words, then splits the rest by `split` (`splits.py`)."""
+  check_settings(min_words, train_fraction, split)
   kept = [(c, t) for c, t in texts_by_client.items() if _num_words(t) >= min_words]
   if not kept:
     raise DataError(f"{source}: no client left after filtering: none of the {len(texts_by_client):,} "
                     f"clients has at least {min_words} words (min_words)")
-  return federated_text.split_by_order(kept, name, train_fraction, min_texts=1)
+  return splits.split_clients(kept, name, split, train_fraction)
 
 
 def _num_words(texts: Iterable[str]) -> int:
   return sum(len(vocab_lib.tokenize(t)) for t in texts)
 
 
-def load_jsonl(path: str, min_words: int = DEFAULT_MIN_WORDS,
-               train_fraction: float = DEFAULT_TRAIN_FRACTION) -> federated_text.FederatedText:
+def load_jsonl(path: str, min_words: int = DEFAULT_MIN_WORDS, train_fraction: float = DEFAULT_TRAIN_FRACTION,
+               split: str = splits.DEFAULT_SPLIT) -> federated_text.FederatedText:
   """The `jsonl:PATH` corpus (see the module docstring)."""
-  _check_settings(min_words, train_fraction)
+  check_settings(min_words, train_fraction, split)
   return to_federated_text(read_jsonl(path), f"jsonl:{os.path.basename(path)}", _show(path),
-                           min_words, train_fraction)
+                           min_words, train_fraction, split)
 
 
-def load_textdir(path: str, min_words: int = DEFAULT_MIN_WORDS,
-                 train_fraction: float = DEFAULT_TRAIN_FRACTION,
-                 unit: str = "line") -> federated_text.FederatedText:
-  """The `textdir:PATH` corpus (see the module docstring)."""
-  _check_settings(min_words, train_fraction)
+def load_textdir(path: str, min_words: int = DEFAULT_MIN_WORDS, train_fraction: float = DEFAULT_TRAIN_FRACTION,
+                 text_unit: str = "line", split: str = splits.DEFAULT_SPLIT) -> federated_text.FederatedText:
+  """The `textdir:PATH` corpus (see the module docstring); `text_unit` is "line" or "paragraph"."""
+  check_settings(min_words, train_fraction, split, text_unit)
   name = os.path.basename(os.path.normpath(path)) or path
-  return to_federated_text(read_textdir(path, unit), f"textdir:{name}", _show(path),
-                           min_words, train_fraction)
+  return to_federated_text(read_textdir(path, text_unit), f"textdir:{name}", _show(path),
+                           min_words, train_fraction, split)

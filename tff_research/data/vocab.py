@@ -119,10 +119,15 @@ class Vocabulary:
 def build_vocabulary(texts: Iterable[str], vocab_size: int, num_oov_buckets: int = 1,
                      tokenizer: str = "words") -> Vocabulary:
   """The `vocab_size` most frequent words (ties broken alphabetically)."""
+  check_tokenizer(tokenizer)
+  return vocabulary_from_counts(count_words(texts, tokenizer), vocab_size, num_oov_buckets, tokenizer)
+
+
+def vocabulary_from_counts(counts: collections.Counter, vocab_size: int, num_oov_buckets: int = 1,
+                           tokenizer: str = "words") -> Vocabulary:
+  """The `vocab_size` most frequent words of `counts` (ties broken alphabetically)."""
   if vocab_size < 1:
     raise ValueError(f"vocab_size must be positive, got {vocab_size}")
-  check_tokenizer(tokenizer)
-  counts = count_words(texts, tokenizer)
   ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]
   return Vocabulary(tuple(w for w, _ in ranked), num_oov_buckets, tokenizer)
 

@@ -15,6 +15,11 @@ class ExperimentConfig:
   # Data.
   dataset: str = "shakespeare"
   data_dir: Optional[str] = None
+  # Your own corpus (jsonl:, textdir:): filter and train/test split (data/splits.py).
+  min_words: int = 20           # clients with fewer words are dropped
+  train_fraction: float = 0.8   # share of texts, clients or windows that trains
+  split: str = "auto"           # auto, by_text, by_client or by_window
+  text_unit: str = "line"       # textdir: a text is a line, or a blank-line separated paragraph
   vocab_size: int = 10000
   num_oov_buckets: int = 1
   sequence_length: int = 20
@@ -88,6 +93,31 @@ class ExperimentConfig:
       raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
     if self.aggregator == "secure":
       self._validate_secure()
+    self._validate_corpus_options()
+
+  def _validate_corpus_options(self) -> None:
+    kind = self.dataset.partition(":")[0]
+    defaults = ExperimentConfig()
+    given = [name for name in _CORPUS_OPTIONS if getattr(self, name) != getattr(defaults, name)]
+    if kind not in ("jsonl", "textdir") and given:
+      raise ValueError(f"--{given[0]} applies to jsonl: and textdir: corpora, not --dataset={self.dataset}")
+    if kind == "jsonl" and self.text_unit != defaults.text_unit:
+      raise ValueError("--text_unit applies to textdir: corpora (a JSON Lines record is one text)")
+    from tff_research.data import user_corpus  # pylint: disable=g-import-not-at-top
+    try:
+      user_corpus.check_settings(self.min_words, self.train_fraction, self.split, self.text_unit)
+    except ValueError as e:
+      raise ValueError(f"--{e}") from None
+
+  def corpus_options(self) -> dict[str, object]:
+    """Options for `data.load_federated_text` (your own corpus only)."""
+    kind = self.dataset.partition(":")[0]
+    if kind not in ("jsonl", "textdir"):
+      return {}
+    options = {"min_words": self.min_words, "train_fraction": self.train_fraction, "split": self.split}
+    if kind == "textdir":
+      options["text_unit"] = self.text_unit
+    return options
 
   def _validate_secure(self) -> None:
     """The secure sum's settings, checked for this run's clients per round (imports TensorFlow)."""
@@ -145,6 +175,8 @@ class ExperimentConfig:
     return nwp_models.ModelConfig(vocab_size, self.embedding_size, self.latent_size,
                                   self.num_layers, self.cell)
 
+
+_CORPUS_OPTIONS = ("min_words", "train_fraction", "split", "text_unit")
 
 # Named starting points; flags given explicitly override them.
 PRESETS: dict[str, ExperimentConfig] = {

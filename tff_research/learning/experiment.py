@@ -30,7 +30,8 @@ class ExperimentResult:
 
 
 def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
-  corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose)
+  corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose,
+                                            **config.corpus_options())
   return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
 
 
