@@ -36,7 +36,7 @@ def _parse(argv):
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--clients_per_round", type=int, default=10)
   parser.add_argument("--secure_neighbors", type=int, default=0, help="0 = the Bell et al. bound's k")
-  parser.add_argument("--secure_bits", type=int, default=0, help="0 = the package's choice (masked_sum.choose_bits)")
+  parser.add_argument("--secure_bits", type=int, default=0, help="0 = the package's choice (quantization.choose_bits)")
   parser.add_argument("--secure_prg", default="aes-ctr,philox", help="comma-separated mask PRGs to compare")
   parser.add_argument("--secure_clip", type=float, default=None)
   parser.add_argument("--data_dir", default=None)

@@ -9,7 +9,7 @@ Times, per call, on TFF's local runtime (one worker owned by this process):
 for n clients, d values per client, the full graph (SecAgg) and the SecAgg+
 graph of the degree the Bell et al. bound gives at n (`aggregation.params`,
 default threat model), at clip 1, `--bits` (0, the default: the package's
-choice for each n, `masked_sum.choose_bits`) and `--prg` (aes-ctr by default). Then one
+choice for each n, `quantization.choose_bits`) and `--prg` (aes-ctr by default). Then one
 FedAvg round (tiny dense model) with secure vs plain aggregation. Full preset: n in {10, 50, 100},
 d in {1e4, 1e6}; `--quick`: n in {10, 50}, d = 1e4. Heavy in full: n=100,
 d=1e6 moves 400 MB per call.
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="n in {10, 50}, d = 1e4 only")
   parser.add_argument("--repeats", type=int, default=None)
-  parser.add_argument("--bits", type=int, default=0, help="0 = the package's choice per n (masked_sum.choose_bits)")
+  parser.add_argument("--bits", type=int, default=0, help="0 = the package's choice per n (quantization.choose_bits)")
   parser.add_argument("--prg", default="aes-ctr", choices=("aes-ctr", "philox"), help="mask PRG")
   args = parser.parse_args(argv)
   runtime.configure_logging()

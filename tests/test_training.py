@@ -119,14 +119,14 @@ def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
   up to 8 examples): within the quantization bound, each client's rounding error on
   num_examples x delta < one step a round, over at least one example per client (server SGD lr 1)."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   config, data = smoke
   plain = _run(config, data, experiment_name="plain_ref", rounds=2)
   secure_config = dataclasses.replace(config, rounds=2, aggregator="secure", secure_clip=50.0, secure_bits=bits)
   secure = _run(secure_config, data, experiment_name=f"secure_ref_{bits}")
   assert all(r["secure/clipped"] == 0 for r in secure.run.history)
   assert [r["secure/bits"] for r in secure.run.history] == [bits or 16] * 2
-  quantizer = masked_sum.Quantizer([tff.TensorType(np.float32, [1]), tff.TensorType(np.int32, [1])],
+  quantizer = quantization.Quantizer([tff.TensorType(np.float32, [1]), tff.TensorType(np.int32, [1])],
                                    config.clients_per_round, secure_config.algorithm_config().secure.secure_sum_config())
   assert quantizer.bits == (bits or 16)
   atol = 1e-4 if bits == 32 else 2 * quantizer.step + 1e-4

@@ -52,7 +52,7 @@ def secure_process():
   return build_secure_weighted_fed_avg(
       _model_fn, *_optimizers(),
       # clip: num_examples (up to 44) x a first-round delta stays well inside it.
-      SecureAggregationConfig(clip=100.0, max_clients=NUM_CLIENTS, seed=7))
+      SecureAggregationConfig(clip=100.0, num_clients=NUM_CLIENTS, seed=7))
 
 
 def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
@@ -70,7 +70,7 @@ def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
     assert sa["clients"] == NUM_CLIENTS and sa["dropped"] == 0 and sa["clipped"] == 0
     assert sa["upload_bytes_per_client"] > 0 and sa["round"] == round_num
     assert out.metrics["client_work"]["train"]["num_examples"] == sum(len(y) for _, y in DATA)
-  assert int(state.aggregator) == 4  # read through the handle (runtime.resident fetches it)
+  assert int(state.aggregator["round_num"]) == 4  # read through the handle (runtime.resident fetches it)
   secure_acc = _accuracy(secure_process.get_model_weights(state))
   plain_acc = _accuracy(plain.get_model_weights(plain_state))
   assert plain_acc > 0.5  # it learned something
@@ -83,7 +83,7 @@ def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
 def test_secure_fed_avg_with_dropouts_and_threshold():
   process = build_secure_weighted_fed_avg(
       _model_fn, *_optimizers(),
-      SecureAggregationConfig(clip=20.0, max_clients=NUM_CLIENTS, dropout_rate=0.4, max_dropout=0.4,
+      SecureAggregationConfig(clip=20.0, num_clients=NUM_CLIENTS, dropout_rate=0.4, max_dropout=0.4,
                               threshold=3, seed=3))
   state = process.initialize()
   dropped_any, refused = False, 0
@@ -107,7 +107,7 @@ def test_a_refused_round_releases_nothing_and_leaves_the_state_unchanged():
   before any share is revealed; the state, model and round counter stay as they were."""
   datasets = [_datasets()[i % NUM_CLIENTS] for i in range(12)]
   process = build_secure_weighted_fed_avg(
-      _model_fn, *_optimizers(), SecureAggregationConfig(clip=100.0, max_clients=12, max_dropout=0.25))
+      _model_fn, *_optimizers(), SecureAggregationConfig(clip=100.0, num_clients=12, max_dropout=0.25))
   assert (process.parameters.degree, process.parameters.max_dropouts) == (6, 3)
   state = process.initialize()
   before = process.get_model_weights(state).trainable
@@ -117,4 +117,4 @@ def test_a_refused_round_releases_nothing_and_leaves_the_state_unchanged():
     np.testing.assert_array_equal(a, b)
   out = process.next(state, datasets, dropped=[0, 1, 2])  # within the bound: released
   assert out.metrics["secure_aggregation"]["round"] == 0 and out.metrics["secure_aggregation"]["clients"] == 9
-  assert int(out.state.aggregator) == 1 and out.metrics["secure_aggregation"]["cryptographic_prg"] == 1
+  assert int(out.state.aggregator["round_num"]) == 1 and out.metrics["secure_aggregation"]["cryptographic_prg"] == 1

@@ -1,11 +1,15 @@
 """Pairwise-masked secure aggregation (SecAgg / SecAgg+) running in TFF's Federated Core.
 
-Modules, one concept each: `shamir` (secret sharing), `key_agreement`
-(X25519 + HKDF + AES-GCM), `params` (the degree and threshold a threat model
-needs, after Bell et al. 2020), `graph` (the masking graph), `prg` (mask
-PRGs: AES-CTR, Philox), `protocol` (the Python stages: keys, shares, the
-release check, unmasking), `masked_sum` (the Federated Core computations),
-`secure_fed_avg` (FedAvg whose aggregation is the masked sum).
+Modules, one concept each: `config` (a secure sum's settings), `params`
+(the degree and threshold a threat model needs, after Bell et al. 2020),
+`quantization` (fixed-point encoding into Z_{2^b}), `prg` (mask PRGs:
+AES-CTR, Philox), `shamir` (secret sharing), `key_agreement` (X25519 + HKDF
++ AES-GCM), `graph` (the masking graph), `protocol` (the parties' Python
+stages: keys, shares, the release check, unmasking), `driver` (a round's
+steps around the Federated Core computations), `secure_sum` (those
+computations and the secure sum), `secure_fed_avg` (FedAvg whose aggregation
+is the masked sum). A researcher can swap the quantizer, the PRG or the
+graph without touching the rest (`build_secure_sum`'s keyword arguments).
 
 Threat model. The server is honest-but-curious: it runs the protocol as
 written and tries to learn more from what it sees (public keys, routed
@@ -34,8 +38,9 @@ that the arithmetic is exact, that each masked vector as it enters the
 server's sum is uniform whatever the input, that every refused release
 reveals nothing, and what the protocol costs.
 """
-from tff_research.aggregation.masked_sum import SecureSum, SecureSumConfig, SecureSumResult, build_secure_sum
+from tff_research.aggregation.config import SecureSumConfig
 from tff_research.aggregation.params import SecAggParameters, ThreatModel, choose_parameters
 from tff_research.aggregation.protocol import SecureAggregationError
+from tff_research.aggregation.secure_sum import SecureSum, SecureSumResult, build_secure_sum
 from tff_research.aggregation.secure_fed_avg import (SecureAggregationConfig, SecureFedAvgProcess,
                                                      build_secure_weighted_fed_avg)

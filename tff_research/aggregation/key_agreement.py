@@ -7,7 +7,7 @@ turns it into a key bound to its purpose, the round and the (unordered) pair
 of client ids, so a key never repeats across rounds, pairs or uses.
 
 Mask seeds are 128 bits (not folded to 32 bits as in Flower). They enter TF as
-two int64 words (`seed_to_tf`); see `masked_sum` for how the PRG uses all 128.
+two int64 words (`seed_to_tf`); see `prg` for how the PRGs use all 128.
 Shares are encrypted in transit with AES-128-GCM under a separate pairwise key
 (`purpose=b"enc"`, from a separate key pair, as in Bonawitz et al.), so the
 server that routes them cannot read them.

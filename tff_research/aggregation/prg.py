@@ -68,10 +68,18 @@ def expand(seed: bytes, num_words: int, dtype: type) -> np.ndarray:
                        ).astype(dtype)
 
 
-def add_signed_streams(acc: np.ndarray, seeds: Sequence[SignedSeed]) -> np.ndarray:
-  """acc + sum_j sign_j AES-CTR(seed_j), word-wise mod 2^w, in place; returns acc."""
-  encryptors = [(Cipher(algorithms.AES(seed), modes.CTR(bytes(_BLOCK))).encryptor(), np.add if sign > 0 else np.subtract)
-                for seed, sign in seeds if sign != 0]
+def aes_ctr(seed: bytes):
+  """The AES-128-CTR keystream of `seed` from counter 0, as a `cryptography` encryptor."""
+  return Cipher(algorithms.AES(seed), modes.CTR(bytes(_BLOCK))).encryptor()
+
+
+def add_signed_streams(acc: np.ndarray, seeds: Sequence[SignedSeed], stream_cipher=aes_ctr) -> np.ndarray:
+  """acc + sum_j sign_j stream(seed_j), word-wise mod 2^w, in place; returns acc.
+
+  `stream_cipher(seed)` returns an encryptor whose `update_into` of zeros
+  writes the seed's keystream (AES-128-CTR by default).
+  """
+  encryptors = [(stream_cipher(seed), np.add if sign > 0 else np.subtract) for seed, sign in seeds if sign != 0]
   flat = acc.reshape(-1)
   per_chunk = _CHUNK_BYTES // flat.itemsize
   scratch = bytearray(_CHUNK_BYTES + _BLOCK)  # update_into wants 15 bytes to spare
@@ -127,9 +135,14 @@ class MaskPrg:
 
 
 class AesCtrMasks(MaskPrg):
-  """AES-128-CTR masks, expanded where the client (or server) runs and handed over summed."""
+  """AES-128-CTR masks, expanded where the client (or server) runs and handed over summed.
+
+  A subclass may set another `stream_cipher` (any `cryptography` stream
+  cipher's encryptor from a 16-byte seed) and keep the rest.
+  """
   name = "aes-ctr"
   cryptographic = True
+  stream_cipher = staticmethod(aes_ctr)
 
   def __init__(self, dim: int, word_dtype: tf.DType, use_memory_files: Optional[bool] = None):
     super().__init__(dim, word_dtype)
@@ -143,10 +156,10 @@ class AesCtrMasks(MaskPrg):
 
   def _mask_material(self, seeds):
     if not self.use_memory_files:
-      return {"mask": add_signed_streams(np.zeros(self.dim, self.np_dtype), seeds)}
+      return {"mask": add_signed_streams(np.zeros(self.dim, self.np_dtype), seeds, self.stream_cipher)}
     file = handoff.MemoryFile(self.dim, self.np_dtype)
     self._open.append(file)
-    add_signed_streams(file.array, seeds)
+    add_signed_streams(file.array, seeds, self.stream_cipher)
     return {"mask": file.path}
 
   def release(self) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 import struct
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -239,16 +239,19 @@ class SecAggRound:
   """One round among n simulated clients and the server, all in this process.
 
   Runs stages 0 and 1 on construction; `mask_seeds` feeds stage 2 and
-  `unmask` runs stage 3. Fresh keys and seeds every instance.
+  `unmask` runs stage 3. Fresh keys and seeds every instance. `graph_fn(order,
+  degree)` builds the masking graph (the Harary graph on the ring `order` by
+  default; `check_release` guards any other).
   """
 
   def __init__(self, params: params_lib.SecAggParameters, round_num: int,
-               order_seed: Optional[int] = None, rounding_rng: Optional[np.random.Generator] = None):
+               order_seed: Optional[int] = None, rounding_rng: Optional[np.random.Generator] = None,
+               graph_fn: Callable[[Sequence[int], int], graph_lib.Graph] = graph_lib.harary_graph):
     self.params = params
     self.num_clients = n = params.num_clients
     self.round_num = round_num
     self.order = graph_lib.random_order(n, order_seed)  # the ring, known to the server
-    self.graph = graph_lib.harary_graph(self.order, params.degree)
+    self.graph = graph_fn(self.order, params.degree)
 
     def rounding_seed():
       return None if rounding_rng is None else rounding_rng.bytes(ka.SEED_BYTES)

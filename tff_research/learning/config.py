@@ -138,8 +138,8 @@ class ExperimentConfig:
         # The overflow bound needs only this run's clients per round and the
         # most examples a client can weigh in with: tighter bounds leave a
         # finer fixed-point scale (which matters at 16 bits).
-        max_clients=self.clients_per_round,
-        max_client_weight=(self.max_elements_per_client * self.client_epochs
+        num_clients=self.clients_per_round,
+        int_clip=(self.max_elements_per_client * self.client_epochs
                            if self.max_elements_per_client else 2**16))
 
   def algorithm_config(self):

@@ -191,7 +191,8 @@ def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_sta
   if config.aggregator == "secure":
     from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
     secure = dataclasses.replace(config.secure or secure_fed_avg.SecureAggregationConfig(),
-                                 loop_implementation=config.loop, keep_state_on_worker=keep_state_on_worker)
+                                 loop_implementation=loop_implementation(config.loop),
+                                 keep_state_on_worker=keep_state_on_worker)
     return secure_fed_avg.build_secure_weighted_fed_avg(
         model_fn, client_optimizer, server_optimizer, secure)
   return tff.learning.algorithms.build_weighted_fed_avg(

@@ -7,7 +7,7 @@ default for these 10 clients, and 16), and with TFF's plain
 weighted mean, same seed. At b bits each client's weighted update is clipped
 to [-c, c] and quantized to b-bit fixed point whose scale leaves room for the
 sum of all clients, so fewer bits mean coarser updates (see
-`tff_research.aggregation.masked_sum`).
+`tff_research.aggregation.quantization`).
 """
 from __future__ import annotations
 

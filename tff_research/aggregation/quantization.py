@@ -1,38 +1,19 @@
-"""Pairwise-masked secure sum in TFF's Federated Core (Bonawitz et al. 2017).
+"""Fixed-point encoding of a value structure into Z_{2^b}, and back (graph code).
 
-What runs where:
-
-* CLIENTS, `tff.tensorflow.computation` under `tff.federated_map`
-  (`client_mask`): flatten the value (any nested structure of tensors) into one
-  vector; clip float leaves to [-c, c] and integer leaves to
-  [-int_clip, int_clip] (non-finite values become 0), counting what was
-  clipped; quantize floats to fixed point with scale s and unbiased
-  stochastic rounding (float32 leaves in 4-byte arithmetic, exactly; see
-  `Quantizer._quantize_float32`); append the clipped count as one more
-  coordinate (so it, too, is summed securely) and a 0 if that makes the
-  length odd (every mask is then whole 64-bit PRG words); map to Z_{2^b} and
-  add the self mask
-  PRG(b_u) and the pairwise masks +PRG(s_uv) (u < v) / -PRG(s_uv) (u > v)
-  for each neighbour v, all in uint32 arithmetic (which wraps mod 2^32 on
-  TFF's runtime) and reduced mod 2^b; or, at b <= 21, in uint64 words that
-  pack floor(64 / b) coordinates each (below). The mask material is a
-  CLIENTS-placed input made in Python (`protocol.py`, `prg.py`): X25519,
-  HKDF, Shamir and AES cannot run in a TF graph on the worker.
-* SERVER: `tff.federated_sum` of the masked vectors (uint32 mod 2^32, hence
-  mod 2^b; packed uint64 mod 2^64) and of 1 per client (the client count).
-* SERVER, after Python has checked that the release is safe and rebuilt the
-  seeds from survivors' Shamir shares (`unmask`): subtract the survivors'
-  self masks and the dropped clients' unmatched pairwise masks, map Z_{2^b}
-  back to signed integers, dequantize.
-
-Masks come from a `prg.MaskPrg`: AES-128-CTR by default (cryptographic,
-expanded on the client's side and handed over summed), Philox inside the
-worker on request (fast, not cryptographic); see `prg`.
+A client's value (any nested structure of float and integer tensors) becomes
+one vector: float leaves clipped to [-c, c] and integer leaves to
+[-int_clip, int_clip] (non-finite values become 0), counting what was
+clipped; floats quantized to fixed point with scale s and unbiased
+stochastic rounding (float32 leaves in 4-byte arithmetic, exactly; see
+`Quantizer._quantize_float32`); the clipped count appended as one more
+coordinate (so it, too, is summed securely), padded so every mask is whole
+PRG words; mapped to Z_{2^b} in uint32 words, or at b <= 21 packed into
+uint64 words.
 
 No overflow: with at most n clients, |sum| <= n (c s + 1) must stay below
-2^(b-1) so the signed sum is recovered exactly; `SecureSumConfig` is checked
-when the computation is built. The default scale is the largest power of two
-that fits (power of two: x*s is exact in float64).
+2^(b-1) so the signed sum is recovered exactly; it is checked when the
+quantizer is built. The default scale is the largest power of two that fits
+(power of two: x*s is exact in float64).
 
 Packing at b <= 21: floor(64 / b) coordinates share one 64-bit word, each in
 a b-bit lane as q + o with o = floor((2^(b-1) - 1) / n), so that every lane
@@ -51,28 +32,18 @@ levels per client over [-c, c] (and the integer leaves): 16 bits for up to
 (c = 16: 512 levels at 100 clients); 21 bits for up to 2,045 clients (4,094);
 else 32. At b <= 16 the stochastic rounding draws 16 random bits per
 coordinate instead of 32.
-
-What the simulation shows: the protocol's arithmetic is exact (the unmasked
-integer sum equals the plain one), each vector as it enters the server's sum
-is uniform over Z_{2^b} whatever the input, dropouts below the threshold are
-recovered, costs (bytes, time) are real. What it cannot show: every party runs
-in one Python process and one TFF worker, so the isolation between clients
-and server is by code structure only, and nothing is sent over a network.
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
 import math
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_research.aggregation import params as params_lib
+from tff_research.aggregation import config as config_lib
 from tff_research.aggregation import prg as prg_lib
-from tff_research.aggregation import protocol as protocol_lib
 
 PACK_MAX_BITS = 21  # b <= 21 packs floor(64 / b) lanes per masked 64-bit word
 ROUND16_MAX_BITS = 16  # b <= 16: stochastic rounding in int32 fixed point with 16-bit draws
@@ -109,57 +80,10 @@ def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = 
   return 32
 
 
-@dataclasses.dataclass(frozen=True)
-class SecureSumConfig:
-  """Parameters of a secure sum; see module docstring for the overflow rule.
-
-  Every value is checked here, so a bad one fails where the config is made,
-  in one line.
-  """
-  clip: float = 1.0              # c: float leaves are clipped to [-c, c]
-  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32; 0 = choose (`choose_bits`)
-  scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
-  int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
-  neighbors: Optional[int] = None  # k; None = the smallest the bound allows (`params`)
-  threshold: Optional[int] = None  # t; None = chosen within the bound (`params`)
-  max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta of the threat model
-  max_corrupt: float = params_lib.DEFAULT_MAX_CORRUPT  # gamma of the threat model
-  prg: str = prg_lib.DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
-  graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG (tests fix it)
-
-  def __post_init__(self):
-    if not (_is_number(self.clip) and math.isfinite(self.clip) and self.clip > 0):
-      raise ValueError(f"clip must be a finite number > 0, got {self.clip}")
-    if self.scale is not None and not (_is_number(self.scale) and math.isfinite(self.scale) and self.scale > 0):
-      raise ValueError(f"scale must be None or a finite number > 0, got {self.scale}")
-    if not (isinstance(self.bits, int) and (self.bits == 0 or 2 <= self.bits <= 32)):
-      raise ValueError(f"bits must be 0 (choose) or in [2, 32], got {self.bits}")
-    if not (isinstance(self.int_clip, int) and self.int_clip >= 0):
-      raise ValueError(f"int_clip must be an integer >= 0, got {self.int_clip}")
-    for name in ("neighbors", "threshold"):
-      value = getattr(self, name)
-      if value is not None and not (isinstance(value, int) and value >= 1):
-        raise ValueError(f"{name} must be None (choose) or a positive integer, got {value}")
-    if self.prg not in prg_lib.PRGS:
-      raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(prg_lib.PRGS)}")
-    self.threat()  # checks max_dropout and max_corrupt
-
-  def threat(self) -> params_lib.ThreatModel:
-    return params_lib.ThreatModel(max_dropout=self.max_dropout, max_corrupt=self.max_corrupt)
-
-  def protocol_parameters(self, num_clients: int) -> params_lib.SecAggParameters:
-    """k and t for a round of `num_clients` (raises ValueError if the given ones are unsafe)."""
-    return params_lib.choose_parameters(num_clients, self.threat(), self.neighbors, self.threshold)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 class Quantizer:
   """Fixed-point encoding of a value structure into Z_{2^b}, and back. Graph code."""
 
-  def __init__(self, value_type: Any, num_clients: int, config: SecureSumConfig):
+  def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig):
     self.value_type = tff.types.to_type(value_type)
     self.template = tff.types.structure_from_tensor_type_tree(lambda t: t, self.value_type)
     self.leaves = tf.nest.flatten(self.template)
@@ -398,178 +322,3 @@ class Quantizer:
     if self.lanes > 1:
       return 8 * self.words
     return math.ceil(self.payload_dim * self.bits / 8)
-
-
-@dataclasses.dataclass
-class SecureSumResult:
-  value: Any                 # the sum over surviving clients, same structure as the inputs
-  clipped: int               # values clipped (or non-finite) over all surviving clients
-  clients: int               # clients whose masked vector was summed (counted in Federated Core)
-  dropped: int               # clients that dropped after stage 1
-  upload_bytes_per_client: int
-  threshold: int
-  neighbors: int             # degree of the masking graph (n - 1: complete)
-  prg: str                   # the mask PRG
-
-
-def graph_order_seed(seed: Optional[int], round_num: int) -> Optional[int]:
-  """The order seed of a round's graph: None (OS CSPRNG) unless a fixed seed is configured."""
-  if seed is None:
-    return None
-  return int(np.random.SeedSequence([int(seed), int(round_num)]).generate_state(1)[0])
-
-
-class SecureSum:
-  """A secure sum over up to `num_clients` clients; the built computations are attributes.
-
-  * `client_encode(value, material)`: tf computation, quantized vector without
-    masks (what the server would see if masking were off);
-  * `client_mask(value, material)`: tf computation, the masked vector a client uploads;
-  * `server_view(values@CLIENTS, material@CLIENTS)`: federated computation
-    returning the CLIENTS-placed masked vectors exactly as they enter the sum;
-  * `masked_sum(values@CLIENTS, material@CLIENTS)`: -> <masked_sum@SERVER, clients@SERVER>;
-  * `unmask(masked_sum@SERVER, clients@SERVER, correction@SERVER)`
-    -> <value@SERVER, clipped@SERVER>;
-  * `__call__(values, round_num, dropped)`: the whole protocol, every check included.
-
-  `material` comes from `client_materials(round, ids)` and `correction` from
-  `masks.server_material(round.unmask(...))`; call `masks.release()` once the
-  computation that read them has returned.
-  """
-
-  def __init__(self, value_type: Any, num_clients: int, config: SecureSumConfig):
-    self.config = config
-    self.quantizer = q = Quantizer(value_type, num_clients, config)
-    self.num_clients = q.num_clients
-    self.parameters = config.protocol_parameters(self.num_clients)
-    self.masks = masks = prg_lib.build_mask_prg(config.prg, q.dim, q.word_dtype)
-    client_type, server_type = masks.client_material_type(), masks.server_material_type()
-    vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
-
-    @tff.tensorflow.computation(q.value_type, client_type)
-    def client_encode(value, material):
-      return q.encode(value, material["rounding_seed"])
-
-    @tff.tensorflow.computation(q.value_type, client_type)
-    def client_mask(value, material):
-      return q.encode_and_mask(value, material, masks)
-
-    @tff.tensorflow.computation(vec_type, np.int32, server_type)
-    def server_unmask(masked_sum, clients, correction):
-      # Callers check the count in Python first (`unmask_round_sum`); this stops a
-      # direct call from decoding a sum the overflow bound does not cover.
-      check = tf.debugging.assert_less_equal(
-          clients, tf.constant(q.num_clients, tf.int32),
-          message=f"more clients than the {q.num_clients} the overflow bound was built for")
-      with tf.control_dependencies([check]):
-        value, clipped = q.unmask_and_decode(tf.identity(masked_sum), correction, masks, clients)
-      return collections.OrderedDict(value=value, clipped=clipped)
-
-    @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
-                               tff.FederatedType(client_type, tff.CLIENTS))
-    def server_view(values, material):
-      return tff.federated_map(client_mask, (values, material))
-
-    @tff.federated_computation(tff.FederatedType(q.value_type, tff.CLIENTS),
-                               tff.FederatedType(client_type, tff.CLIENTS))
-    def masked_sum(values, material):
-      masked = tff.federated_map(client_mask, (values, material))
-      clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
-      return collections.OrderedDict(masked_sum=tff.federated_sum(masked), clients=clients)
-
-    @tff.federated_computation(tff.FederatedType(vec_type, tff.SERVER),
-                               tff.FederatedType(np.int32, tff.SERVER),
-                               tff.FederatedType(server_type, tff.SERVER))
-    def unmask(masked_sum, clients, correction):
-      return tff.federated_map(server_unmask, tff.federated_zip((masked_sum, clients, correction)))
-
-    self.client_encode = client_encode
-    self.client_mask = client_mask
-    self.server_unmask = server_unmask
-    self.server_view = server_view
-    self.masked_sum = masked_sum
-    self.unmask = unmask
-
-  def new_round(self, num_clients: int, round_num: int,
-                rounding_rng: Optional[np.random.Generator] = None) -> protocol_lib.SecAggRound:
-    """Stages 0-1 (keys and shares) for `num_clients` clients; fresh keys every call."""
-    if num_clients > self.num_clients:
-      raise ValueError(f"{num_clients} clients, but the overflow bound was built for {self.num_clients}")
-    parameters = (self.parameters if num_clients == self.num_clients
-                  else self.config.protocol_parameters(num_clients))
-    return protocol_lib.SecAggRound(parameters, round_num, graph_order_seed(self.config.graph_seed, round_num),
-                                    rounding_rng)
-
-  def client_materials(self, rnd: protocol_lib.SecAggRound, ids: Iterable[int]) -> list[Any]:
-    """The CLIENTS-placed mask material of clients `ids` (stage 2)."""
-    ids = list(ids)
-    return [self.masks.client_material(seeds, rounding) for seeds, rounding in
-            zip(rnd.mask_seeds(ids), rnd.rounding_seeds(ids))]
-
-  def masked_round_sum(self, rnd: protocol_lib.SecAggRound, values: Sequence[Any],
-                       survivors: Sequence[int]) -> Any:
-    """Stage 2: the survivors mask `values` (theirs, in order); the server sums them.
-
-    Returns <masked_sum, clients> as `masked_sum` does.
-    """
-    try:
-      return self.masked_sum(list(values), self.client_materials(rnd, survivors))
-    finally:
-      self.masks.release()
-
-  def unmask_round_sum(self, rnd: protocol_lib.SecAggRound, masked: Any, survivors: Sequence[int],
-                       dropped: Sequence[int]) -> Any:
-    """Stage 3: checks, rebuilds the seeds from the survivors' shares, unmasks; <value, clipped>."""
-    counted = int(masked["clients"])
-    if counted != len(survivors) or counted > self.num_clients:
-      raise protocol_lib.SecureAggregationError(
-          f"the server counted {counted} masked vectors, expected {len(survivors)} (at most "
-          f"{self.num_clients}): no aggregate is released")
-    correction = self.masks.server_material(rnd.unmask(survivors, dropped))
-    try:
-      return self.unmask(masked["masked_sum"], masked["clients"], correction)
-    finally:
-      self.masks.release()
-
-  def __call__(self, values: Sequence[Any], round_num: int = 0, dropped: Iterable[int] = (),
-               rounding_rng: Optional[np.random.Generator] = None) -> SecureSumResult:
-    """Runs the protocol on `values` (one structure per client); `dropped` clients
-    drop after sharing their keys, so their masked vectors never reach the server.
-
-    Raises `protocol.SecureAggregationError` (and releases nothing) when
-    unmasking would not be safe (`protocol.check_release`).
-    """
-    n = len(values)
-    rnd = self.new_round(n, round_num, rounding_rng)
-    dropped = sorted(set(int(d) for d in dropped))
-    if any(not 0 <= d < n for d in dropped):
-      raise ValueError(f"dropped ids must be in [0, {n})")
-    survivors = [u for u in range(n) if u not in set(dropped)]
-    # The server refuses at stage 3 anyway; checking first spares stage 2.
-    rnd.check_release(survivors, dropped)
-    masked = self.masked_round_sum(rnd, [values[u] for u in survivors], survivors)
-    res = self.unmask_round_sum(rnd, masked, survivors, dropped)
-    return SecureSumResult(
-        value=res["value"], clipped=int(res["clipped"]), clients=len(survivors), dropped=len(dropped),
-        upload_bytes_per_client=self.quantizer.upload_bytes() + rnd.protocol_upload_bytes(),
-        threshold=rnd.threshold, neighbors=rnd.degree, prg=self.masks.name)
-
-
-def build_secure_sum(value_type: Any, num_clients: int,
-                     config: SecureSumConfig = SecureSumConfig()) -> SecureSum:
-  """Builds the Federated Core computations of a secure sum of `value_type`.
-
-  Args:
-    value_type: the (nested) tensor type each client contributes.
-    num_clients: the most summands (the overflow bound, and the n the
-      protocol parameters are chosen for).
-    config: clipping, bits, threat model, graph and PRG (`SecureSumConfig`).
-
-  Returns:
-    A `SecureSum`.
-
-  Raises:
-    ValueError: at build time, in one line, when the bits are too few or the
-      protocol parameters are unsafe.
-  """
-  return SecureSum(value_type, num_clients, config)

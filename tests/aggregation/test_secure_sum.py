@@ -51,9 +51,9 @@ def test_integer_sum_exact_and_float_within_quantization_bound(secure_sum):
   # The unmasked modular sum equals the plain sum of the quantized integer vectors, bit for bit.
   rnd = secure_sum.new_round(N, round_num=1)
   material = secure_sum.client_materials(rnd, range(N))
-  encoded = [np.asarray(secure_sum.client_encode(v, m), np.uint64) for v, m in zip(values, material)]
+  encoded = [np.asarray(secure_sum.computations.client_encode(v, m), np.uint64) for v, m in zip(values, material)]
   plain = np.sum(encoded, axis=0) % 2**32
-  masked_total = np.asarray(secure_sum.masked_sum(values, material)["masked_sum"], np.uint64)
+  masked_total = np.asarray(secure_sum.computations.masked_sum(values, material)["masked_sum"], np.uint64)
   secure_sum.masks.release()
   assert not np.array_equal(masked_total, plain)  # masks are on in the sum...
   # ...and removing the rebuilt self masks, each expanded here with AES-128-CTR, leaves exactly the plain sum.
@@ -109,17 +109,17 @@ def test_server_view_uniform_and_input_independent(bits, mask_prg):
   for name, x in inputs.items():
     rnd = ss.new_round(4, round_num=0)
     material = ss.client_materials(rnd, range(4))
-    views = ss.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
+    views = ss.computations.server_view([x] * 4, material)  # CLIENTS-placed masked vectors as the server gets them
     assert len(views) == 4
     for view in views:
       assert len(view) == q.dim
       assert _uniform_over_ring(view[:words], ring, lane0(x)), f"masked {name} not uniform (bits={bits})"
     # The same tests reject what the server would see with masking switched off.
-    raw = ss.client_encode(x, material[0])
+    raw = ss.computations.client_encode(x, material[0])
     assert not _uniform_over_ring(raw[:words], ring, lane0(x)), \
         f"unmasked {name} passed the uniformity test"
     # and the standalone client computation gives what the federated one delivered
-    np.testing.assert_array_equal(ss.client_mask(x, material[0]), views[0])
+    np.testing.assert_array_equal(ss.computations.client_mask(x, material[0]), views[0])
     ss.masks.release()
 
 
@@ -157,7 +157,7 @@ def test_fresh_keys_every_round_even_at_the_same_round_number(secure_sum):
   seen = []
   for round_num in (0, 0, 1):
     rnd = secure_sum.new_round(N, round_num)
-    seen.append(np.asarray(secure_sum.server_view(values, secure_sum.client_materials(rnd, range(N)))[0]))
+    seen.append(np.asarray(secure_sum.computations.server_view(values, secure_sum.client_materials(rnd, range(N)))[0]))
     secure_sum.masks.release()
   for a, b in itertools.combinations(seen, 2):
     assert np.mean(a == b) < 0.01
@@ -241,7 +241,7 @@ def test_out_of_range_values_clipped_and_counted():
 def _coordinates(ss, x, material) -> np.ndarray:
   """The quantized integers q a client encodes x to (before masks), one per coordinate."""
   q = ss.quantizer
-  encoded = np.asarray(ss.client_encode(x, material))
+  encoded = np.asarray(ss.computations.client_encode(x, material))
   if q.lanes16:
     return encoded.view(np.uint16)[:q.payload_dim].astype(np.int64) - q.offset
   assert q.lanes == 1
@@ -282,7 +282,7 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
   """encode(x, multiplier=m) is encode(m * x) (what secure FedAvg's weighting relies on),
   including clipped and non-finite values, on the float32, float64 and integer paths."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   value_type = [tff.TensorType(np.float32, [997]), tff.TensorType(np.float64, [13]), tff.TensorType(np.int32, [3])]
   rng = np.random.default_rng(11)
   x32 = rng.uniform(-1, 1, 997).astype(np.float32)
@@ -291,7 +291,7 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
   ints = np.array([5, -7, 9], np.int32)
   seed = tf.constant([3, 4], tf.int64)
   for bits in (32, 21, 16):
-    q = masked_sum.Quantizer(value_type, 5, SecureSumConfig(clip=2.0, bits=bits, int_clip=2**10))
+    q = quantization.Quantizer(value_type, 5, SecureSumConfig(clip=2.0, bits=bits, int_clip=2**10))
     for m in (1.0, 3.0, 37.0):
       folded = q.encode([x32, x64, ints], seed, multiplier=tf.constant(m, tf.float32)).numpy()
       first = q.encode([x32 * np.float32(m), x64 * m, ints], seed).numpy()
@@ -302,8 +302,8 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
 
 
 def test_bits_zero_chooses_the_fewest_mask_bits_that_hold_the_sum_finely_enough():
-  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
-  choose = masked_sum.choose_bits
+  from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
+  choose = quantization.choose_bits
   assert choose(10, clip=16.0, int_clip=64) == 16         # the demo: scale 128, 4,096 levels per client
   assert choose(100, clip=16.0, int_clip=64) == 16        # scale 16, 512 levels per client
   assert choose(100, clip=100.0, int_clip=64) == 21       # 16 bits: scale 2, 400 levels; 21 bits: scale 64
@@ -312,10 +312,10 @@ def test_bits_zero_chooses_the_fewest_mask_bits_that_hold_the_sum_finely_enough(
   assert choose(1000, clip=100.0, int_clip=64) == 21      # scale 8: 1,600 levels per client
   assert choose(10000, clip=100.0, int_clip=64) == 32     # scale 1: 200 levels per client, too coarse
   assert choose(100, clip=1.0, int_clip=0, has_int=False, scale=2.0**14) == 32  # this scale overflows 21 bits
-  q = masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=16.0, bits=0, int_clip=64))
+  q = quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=16.0, bits=0, int_clip=64))
   assert (q.bits, q.lanes, q.lanes16, q.scale) == (16, 4, True, 16.0)
-  q = masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=100.0, bits=0, int_clip=64))
+  q = quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=100.0, bits=0, int_clip=64))
   assert (q.bits, q.lanes, q.scale) == (21, 3, 64.0)
-  assert masked_sum.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=0)).bits == 32
+  assert quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=0)).bits == 32
   with pytest.raises(ValueError, match="bits must be"):
-    masked_sum.Quantizer(VALUE_TYPE, 5, SecureSumConfig(bits=1))
+    quantization.Quantizer(VALUE_TYPE, 5, SecureSumConfig(bits=1))

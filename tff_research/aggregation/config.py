@@ -1,0 +1,60 @@
+"""The settings of a secure sum: quantization, threat model, masking graph and PRG.
+
+Every value is checked where the config is made, so a bad one fails there,
+in one line, not when a round runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+from tff_research.aggregation import params as params_lib
+from tff_research.aggregation import prg as prg_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureSumConfig:
+  """Parameters of a secure sum; see module docstring for the overflow rule.
+
+  Every value is checked here, so a bad one fails where the config is made,
+  in one line.
+  """
+  clip: float = 1.0              # c: float leaves are clipped to [-c, c]
+  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32; 0 = choose (`choose_bits`)
+  scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
+  int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
+  neighbors: Optional[int] = None  # k; None = the smallest the bound allows (`params`)
+  threshold: Optional[int] = None  # t; None = chosen within the bound (`params`)
+  max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta of the threat model
+  max_corrupt: float = params_lib.DEFAULT_MAX_CORRUPT  # gamma of the threat model
+  prg: str = prg_lib.DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
+  graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG (tests fix it)
+
+  def __post_init__(self):
+    if not (_is_number(self.clip) and math.isfinite(self.clip) and self.clip > 0):
+      raise ValueError(f"clip must be a finite number > 0, got {self.clip}")
+    if self.scale is not None and not (_is_number(self.scale) and math.isfinite(self.scale) and self.scale > 0):
+      raise ValueError(f"scale must be None or a finite number > 0, got {self.scale}")
+    if not (isinstance(self.bits, int) and (self.bits == 0 or 2 <= self.bits <= 32)):
+      raise ValueError(f"bits must be 0 (choose) or in [2, 32], got {self.bits}")
+    if not (isinstance(self.int_clip, int) and self.int_clip >= 0):
+      raise ValueError(f"int_clip must be an integer >= 0, got {self.int_clip}")
+    for name in ("neighbors", "threshold"):
+      value = getattr(self, name)
+      if value is not None and not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{name} must be None (choose) or a positive integer, got {value}")
+    if self.prg not in prg_lib.PRGS:
+      raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(prg_lib.PRGS)}")
+    self.threat()  # checks max_dropout and max_corrupt
+
+  def threat(self) -> params_lib.ThreatModel:
+    return params_lib.ThreatModel(max_dropout=self.max_dropout, max_corrupt=self.max_corrupt)
+
+  def protocol_parameters(self, num_clients: int) -> params_lib.SecAggParameters:
+    """k and t for a round of `num_clients` (raises ValueError if the given ones are unsafe)."""
+    return params_lib.choose_parameters(num_clients, self.threat(), self.neighbors, self.threshold)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
