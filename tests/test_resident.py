@@ -138,3 +138,15 @@ def test_loss_and_metrics_share_one_softmax_and_report_the_same_values():
   eager_values = [float(v) for v in make_step()(y, logits)]  # eager: every metric computes its own
   np.testing.assert_allclose(graph_values, eager_values, rtol=1e-6)
   assert graph_values[0] == pytest.approx(np.log(graph_values[5]), rel=1e-5)  # loss = log perplexity
+
+
+def test_tff_internals_are_found_and_another_version_fails_in_one_line(monkeypatch):
+  from tff_research.runtime import tff_internals  # pylint: disable=g-import-not-at-top
+  assert tff_internals.tff_version() == tff_internals.SUPPORTED_TFF
+  for piece in (tff_internals.async_utils, tff_internals.type_conversions, tff_internals.executors_errors,
+                tff_internals.structure_utils):
+    piece()
+  assert tff_internals.worker_binary_path().endswith("worker_binary")
+  monkeypatch.setattr(tff_internals, "tff_version", lambda: "0.99.0")
+  with pytest.raises(tff_internals.TffInternalsError, match="TFF 0.99.0 is installed; tff_research relies on TFF 0.87.0"):
+    tff_internals.structure_utils()

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow_federated as tff
-from tensorflow_federated.python.program import structure_utils  # pylint: disable=g-direct-tensorflow-import
+
+from tff_research.runtime import tff_internals
 
 PARTIAL_DIR = ".partial"
 STATE_FILE = "state.npz"
@@ -44,7 +45,7 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     if os.path.exists(partial_path):  # left by a process killed mid-write
       shutil.rmtree(partial_path)
     os.makedirs(partial_path)
-    leaves = structure_utils.flatten(program_state)
+    leaves = tff_internals.structure_utils().flatten(program_state)
     with open(os.path.join(partial_path, STATE_FILE), "wb") as f:
       np.savez(f, **{f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
       f.flush()
@@ -58,10 +59,10 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
       return await super().load(version, structure)
     with np.load(path) as data:
       leaves = [data[name] for name in sorted(data.files)]
-    expected = len(structure_utils.flatten(structure))
+    expected = len(tff_internals.structure_utils().flatten(structure))
     if len(leaves) != expected:
       raise ValueError(f"checkpoint {path} holds {len(leaves)} values, the run's state has {expected}")
-    return structure_utils.unflatten_as(structure, leaves)
+    return tff_internals.structure_utils().unflatten_as(structure, leaves)
 
 
 FINAL_WEIGHTS_FILE = "model_weights.npz"

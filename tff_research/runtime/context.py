@@ -16,6 +16,7 @@ import contextlib
 import functools
 from typing import Callable, Iterator, Optional, Sequence
 
+from tff_research.runtime import tff_internals
 from tff_research.runtime import workers as workers_lib
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
@@ -74,7 +75,7 @@ def _worker_stub_class():
   a closed stub frees nothing and an unreachable worker's free is dropped.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.executors import executors_errors  # pylint: disable=g-import-not-at-top
+  executors_errors = tff_internals.executors_errors()
 
   class WorkerStub(tff.framework.RemoteExecutorGrpcStub):
     closed = False

@@ -31,6 +31,7 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from tff_research.runtime import context as context_lib
+from tff_research.runtime import tff_internals
 
 
 class Resident:
@@ -86,8 +87,7 @@ MAX_CHAIN = 4
 def _run(coroutine):
   global _runner
   if _runner is None:
-    from tensorflow_federated.python.common_libs import async_utils  # pylint: disable=g-import-not-at-top
-    _runner = async_utils.AsyncThreadRunner()
+    _runner = tff_internals.async_utils().AsyncThreadRunner()
   try:
     loop = asyncio.get_running_loop()
   except RuntimeError:
@@ -135,8 +135,7 @@ def _compile(comp):
 
 def _to_python(value, type_spec):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tensorflow_federated.python.core.impl.types import type_conversions  # pylint: disable=g-import-not-at-top
-  return tff.tensorflow.transform_result(type_conversions.type_to_py_container(value, type_spec))
+  return tff.tensorflow.transform_result(tff_internals.type_conversions().type_to_py_container(value, type_spec))
 
 
 def fetch(value: Any) -> Any:

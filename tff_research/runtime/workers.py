@@ -27,6 +27,8 @@ import subprocess
 import threading
 from typing import Optional
 
+from tff_research.runtime import tff_internals
+
 _PR_SET_PDEATHSIG = 1
 _REGISTRY: "set[ManagedWorker]" = set()
 _REGISTRY_LOCK = threading.Lock()
@@ -39,14 +41,10 @@ class WorkerError(RuntimeError):
 
 def find_worker_binary() -> str:
   """Path of the `worker_binary` shipped inside the installed TFF wheel."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.find_spec("tensorflow_federated")
-  if spec is None or not spec.submodule_search_locations:
-    raise WorkerError("tensorflow_federated is not installed; run `make setup`.")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "data", "worker_binary")
-  if not os.path.isfile(path):
-    raise WorkerError(f"TFF's worker_binary was not found at {path}.")
-  return path
+  try:
+    return tff_internals.worker_binary_path()
+  except tff_internals.TffInternalsError as e:
+    raise WorkerError(str(e)) from e
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:
