@@ -11,6 +11,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TFF_VERSION := 0.87.0
 DEMO_DIR ?= results/demo
+DEMO_PROMPTS := "to be or not to" "i pray you" "what is the"
 
 .PHONY: setup demo test test-fast clean-demo bench
 
@@ -30,6 +31,8 @@ $(STAMP): requirements/lock.txt setup.py
 
 demo: setup
 	$(PY) -m experiments.train_nwp --preset=demo --output_dir=$(DEMO_DIR) --experiment_name=shakespeare_fedavg
+	@echo "Top-5 next words from the trained model:"
+	@$(PY) -m tff_research.predict $(DEMO_DIR)/shakespeare_fedavg $(DEMO_PROMPTS)
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider

@@ -1,7 +1,8 @@
-r"""Train a federated next-word-prediction model (FedAvg / FedAvgM / FedAdagrad / FedAdam / FedYogi / FedSGD).
+r"""Train a federated next-word (or next-character) prediction model (FedAvg / FedAvgM / FedAdagrad / FedAdam / FedYogi / FedSGD).
 
   python -m experiments.train_nwp --preset=demo
   python -m experiments.train_nwp --rounds=50 --server_optimizer=adam --server_learning_rate=0.01
+  python -m experiments.train_nwp --preset=shakespeare_char --rounds=100
 
 Rerunning with the same --output_dir/--experiment_name resumes from the last
 checkpoint. All logic lives in `tff_research.learning.experiment`.
@@ -18,6 +19,8 @@ from tff_research.learning import config as presets
 
 _DEFAULTS = presets.ExperimentConfig()
 _HELP = {
+    "task": "next_word, or next_char: TFF's Shakespeare character baseline (86 characters, "
+            "McMahan et al.'s split on --dataset=shakespeare; see --preset=shakespeare_char)",
     "dataset": "federated text: shakespeare | stackoverflow[:max_clients=N] (TFF's SQLite file "
                "in --data_dir) | jsonl:PATH | textdir:PATH (see docs/data.md)",
     "data_dir": "where corpora are cached (default: ~/.cache/tff_research)",
@@ -27,9 +30,9 @@ _HELP = {
              "else by_client), by_text, by_client (hold out whole clients), by_window (last token windows "
              "of each client); see docs/data.md",
     "text_unit": "textdir: a text is a line, or a blank-line separated paragraph (hard-wrapped prose)",
-    "vocab_size": "number of words in the vocabulary (most frequent train words)",
-    "num_oov_buckets": "out-of-vocabulary buckets",
-    "sequence_length": "words per training sequence",
+    "vocab_size": "next_word: number of words in the vocabulary (most frequent train words); next_char uses TFF's 86 characters",
+    "num_oov_buckets": "next_word: out-of-vocabulary buckets (next_char has one, as TFF)",
+    "sequence_length": "tokens (words, or characters for next_char) per training sequence",
     "embedding_size": "word embedding size",
     "latent_size": "LSTM/CIFG units",
     "num_layers": "recurrent layers",
@@ -42,6 +45,8 @@ _HELP = {
     "server_learning_rate": "server learning rate",
     "server_momentum": "server momentum (sgdm)",
     "server_epsilon": "server epsilon / tau (adagrad, adam, yogi)",
+    "server_beta_2": "server second-moment decay (adam, yogi)",
+    "server_initial_accumulator": "server adagrad's initial accumulator (TFF's default 0.1)",
     "aggregator": "plain (TFF weighted mean) or secure (pairwise-masked secure sum)",
     "secure_neighbors": "secure sum: masking neighbours per client k, even (SecAgg+), checked against the "
                         "Bell et al. bound; 0 = the smallest safe k; >= clients_per_round - 1 = the complete graph (SecAgg)",

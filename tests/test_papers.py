@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from tff_research.papers import adaptive_optimizers
 from tff_research.papers import common
+from tff_research.papers import adaptive_optimizers_char
 from tff_research.papers import fedavg_vs_fedsgd
+from tff_research.papers import fedavg_vs_fedsgd_char
 from tff_research.papers import report
 from tff_research.papers import runner
 
@@ -78,6 +80,76 @@ def test_adaptive_grid_is_centred_on_the_paper_learning_rates():
           {"server_optimizer": "adam", "lr_vs_paper": "10^+0.5", "final_accuracy": 0.05},
           {"server_optimizer": "sgd", "lr_vs_paper": "10^+0.0", "final_accuracy": 0.01}]
   assert adaptive_optimizers.best_exponents(rows) == {"adam": 0.5, "sgd": 0.0}
+
+
+def test_char_experiments_use_the_papers_settings():
+  reddi = {r.label: r.config for r in adaptive_optimizers_char.plan("paper")}
+  assert reddi["adagrad"].server_learning_rate == pytest.approx(10 ** -0.5)
+  assert reddi["adagrad"].server_epsilon == pytest.approx(0.1) and reddi["adagrad"].server_initial_accumulator == 0
+  assert reddi["yogi"].server_learning_rate == pytest.approx(0.01) and reddi["yogi"].server_epsilon == 1e-3
+  assert reddi["sgdm"].server_momentum == 0.9 and reddi["sgd"].server_learning_rate == 1.0
+  for config in reddi.values():
+    assert (config.task, config.clients_per_round, config.client_batch_size, config.client_epochs,
+            config.client_learning_rate, config.rounds) == ("next_char", 10, 4, 1, 1.0, 300)
+  mcmahan = {r.label: r.config for r in fedavg_vs_fedsgd_char.plan("paper", 1146)}
+  assert {c.clients_per_round for c in mcmahan.values()} == {115}  # C = 0.1
+  assert mcmahan["fedsgd"].algorithm == "fedsgd" and mcmahan["fedsgd"].server_learning_rate == 1.47
+  assert (mcmahan["fedavg_e5_b10"].client_epochs, mcmahan["fedavg_e5_b10"].client_batch_size) == (5, 10)
+  assert mcmahan["fedavg_e1_b10"].client_learning_rate == 1.47
+  assert len(fedavg_vs_fedsgd_char.plan("full", 1146)) == 9  # three learning rates
+
+
+def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path):
+  curves = {"fedsgd": [(10, 0.20), (20, 0.3071)], "fedavg_e5_b10": [(5, 0.31), (10, 0.55)]}
+  rows = []
+  for label, curve in curves.items():
+    _write_curve(str(tmp_path / "runs" / label), curve)
+    rows.append({"label": label, "method": label, "epochs": 1, "batch_size": 10, "learning_rate": 1.47,
+                 "rounds": curve[-1][0], "planned_rounds": 100, "final_accuracy": curve[-1][1],
+                 "train_seconds": 1.0, "unigram_accuracy": 0.17})
+  analysis = fedavg_vs_fedsgd_char.analyze(rows, str(tmp_path))
+  assert analysis["second_target"] == pytest.approx(0.307)
+  table = {t["label"]: t for t in analysis["table"]}
+  assert table["fedavg_e5_b10"]["rounds_to_54"] == 10 and table["fedsgd"]["rounds_to_54"] is None
+  assert table["fedavg_e5_b10"]["rounds_to_fedsgd_final"] == 5
+  assert "not reached" in report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
+
+
+class _FakeContext:
+  """Records the stages `common.run_staged` asks for; each run's curve grows to the stage's round."""
+
+  def __init__(self, out_dir, until_round=None):
+    self.out_dir, self.until_round, self.stops, self.published = out_dir, until_round, [], []
+
+  def run(self, planned, until_round=None):
+    self.stops.append(until_round)
+    rows = []
+    for p in planned:
+      done = min(p.config.rounds, until_round)
+      _write_curve(os.path.join(self.out_dir, "runs", p.label), [(r, 0.1) for r in range(1, done + 1)])
+      rows.append({"label": p.label, "rounds": done})
+    return rows
+
+  def publish(self, rows, analysis):
+    self.published.append([r["rounds"] for r in rows])
+
+  def log(self, line):
+    pass
+
+
+def test_staged_runs_advance_together_and_a_restart_skips_finished_stages(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  base = common.base_config("smoke", "next_char")
+  planned = [common.PlannedRun("long", dataclasses.replace(base, rounds=60), {}),
+             common.PlannedRun("short", dataclasses.replace(base, rounds=25), {})]
+  context = _FakeContext(str(tmp_path), until_round=45)
+  rows, _ = common.run_staged(context, planned, lambda rows: {}, stage_rounds=20)
+  assert context.stops == [20, 40, 45]
+  assert context.published == [[20, 20], [40, 25]]  # written after every stage but the last
+  assert [r["rounds"] for r in rows] == [45, 25]
+  again = _FakeContext(str(tmp_path))
+  common.run_staged(again, planned, lambda rows: {}, stage_rounds=20)
+  assert again.stops == [60]  # both runs are past 40: nothing before the next unfinished stage
 
 
 def test_mean_std_ignores_nan():
@@ -151,6 +223,12 @@ def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, s
         assert 0.0 <= float(row["final_accuracy"]) <= 1.0
     text = report.markdown(summary)
     assert summary["command"] in text and "|---|" in text
+  char1 = summaries["fedavg_vs_fedsgd_char"]["analysis"]
+  assert [t["method"] for t in char1["table"]] == ["fedsgd", "fedavg_e1_b10", "fedavg_e5_b10"]
+  assert char1["paper"]["rounds"]["fedavg_e5_b10"] == 41
+  char2 = summaries["adaptive_optimizers_char"]["analysis"]
+  assert sorted(char2["ranking"]) == ["FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedYogi"]
+  assert all(t["rounds"] == 2 for t in char2["table"])
   exp1 = summaries["fedavg_vs_fedsgd"]["analysis"]
   assert {t["label"] for t in exp1["table"]} >= {"fedsgd_lr1", "fedavg_E1_B4"}
   exp3 = summaries["federated_vs_centralized"]["analysis"]["table"]
@@ -186,7 +264,7 @@ def test_a_stopped_experiment_says_finished_runs_are_kept(monkeypatch, capsys, t
   monkeypatch.setattr(runtime, "use_local_runtime", lambda: calls.append("start"))
   monkeypatch.setattr(runtime, "shutdown", lambda: calls.append("shutdown"))
 
-  def stopped(*_):
+  def stopped(*_, **__):
     raise stop
 
   monkeypatch.setattr(runner, "run", stopped)

@@ -157,7 +157,8 @@ def _check_weights_fit(model, weights, run_dir: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description="Suggest the next words after a prompt with a trained run.")
   parser.add_argument("run_dir", help="a finished run directory (output_dir/experiment_name)")
-  parser.add_argument("prompt", help="the text typed so far, e.g. \"to be or not to\"")
+  parser.add_argument("prompts", nargs="+", metavar="prompt",
+                      help="the text typed so far, e.g. \"to be or not to\" (several: one line each)")
   parser.add_argument("--top_k", type=int, default=5, help="number of suggestions")
   parser.add_argument("--include_special", action="store_true",
                       help="also offer pad/OOV/BOS/EOS as candidates")
@@ -165,15 +166,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if args.top_k < 1:
       raise PredictError(f"--top_k must be positive, got {args.top_k}")
-    if not args.prompt.strip():  # fail before TensorFlow loads
+    if not all(prompt.strip() for prompt in args.prompts):  # fail before TensorFlow loads
       raise PredictError(_EMPTY_PROMPT)
-    suggestions = load_predictor(args.run_dir).top_k(args.prompt, args.top_k, args.include_special)
+    predictor = load_predictor(args.run_dir)
+    answers = [predictor.top_k(prompt, args.top_k, args.include_special) for prompt in args.prompts]
   except PredictError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  width = max(len(word) for word, _ in suggestions)
-  for word, prob in suggestions:
-    print(f"{word:<{width}}  {prob:.4f}")
+  if len(answers) == 1:
+    width = max(len(word) for word, _ in answers[0])
+    for word, prob in answers[0]:
+      print(f"{word:<{width}}  {prob:.4f}")
+    return 0
+  for prompt, suggestions in zip(args.prompts, answers):
+    print(f"{prompt!r} -> " + ", ".join(f"{word} ({prob:.3f})" for word, prob in suggestions))
   return 0
 
 

@@ -51,7 +51,8 @@ class FederatedText:
     clients = (_count(len(self.train), "client") if self.window_split is not None
                else f"{_count(len(self.train), 'train client')}, {_count(len(self.test), 'test client')}")
     note = f" ({self.split_note})" if self.split_note else ""
-    return f"{self.name}: {clients}{note}, {_count(len(texts), 'text')}, {_count(words, 'word')}"
+    unit = "character" if self.tokenizer == "bytes" else "word"
+    return f"{self.name}: {clients}{note}, {_count(len(texts), 'text')}, {_count(words, unit)}"
 
   def save(self, path: str) -> None:
     """Writes atomically (temp file + rename): a crash never leaves half a cache."""

@@ -53,6 +53,13 @@ class NWPData:
   train: dict[str, np.ndarray]
   test: dict[str, np.ndarray]
   name: str = "federated_text"
+  # Ids that accuracy leaves out; None = all special ids (pad, OOV, BOS, EOS),
+  # as TFF's word baselines do. TFF's character baseline leaves out padding only.
+  excluded_ids: Optional[tuple[int, ...]] = None
+
+  @property
+  def accuracy_excluded_ids(self) -> tuple[int, ...]:
+    return self.vocab.special_ids if self.excluded_ids is None else self.excluded_ids
 
   @property
   def train_client_ids(self) -> list[str]:
@@ -183,19 +190,24 @@ def _window_cuts(corpus: federated_text.FederatedText, sequence_length: int):
   return cuts, train_words
 
 
+def most_frequent_token(data: NWPData) -> int:
+  """The id that is most often a train target, among ids that accuracy counts."""
+  train_targets = np.concatenate([r[:, 1:].ravel() for r in data.train.values()])
+  tokens = train_targets[~np.isin(train_targets, np.asarray(data.accuracy_excluded_ids))]
+  return int(np.bincount(tokens).argmax()) if tokens.size else data.vocab.pad_id
+
+
 def unigram_baseline_accuracy(data: NWPData, split: str = "test",
                               client_ids: Optional[Sequence[str]] = None) -> float:
-  """Accuracy (without special tokens) of always predicting the most frequent train word.
+  """Accuracy (without `data.accuracy_excluded_ids`) of always predicting the most frequent train token.
 
   Computed over `client_ids` of `split` (all of them by default), so it can be
   compared with a federated evaluation on the same clients.
   """
-  train_targets = np.concatenate([r[:, 1:].ravel() for r in data.train.values()])
-  special = np.asarray(data.vocab.special_ids)
-  words = train_targets[~np.isin(train_targets, special)]
-  if words.size == 0:
+  most_frequent = most_frequent_token(data)
+  if most_frequent == data.vocab.pad_id:
     return 0.0
-  most_frequent = np.bincount(words).argmax()
+  special = np.asarray(data.accuracy_excluded_ids)
   rows = data._split(split)  # pylint: disable=protected-access
   ids = sorted(rows) if client_ids is None else client_ids
   targets = np.concatenate([rows[c][:, 1:].ravel() for c in ids])

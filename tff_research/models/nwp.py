@@ -1,8 +1,10 @@
-"""Keras next-word-prediction model: embedding -> LSTM/CIFG -> projection -> vocabulary.
+"""Keras next-token-prediction model: embedding -> LSTM/CIFG layers -> [projection] -> vocabulary.
 
 Defaults are TFF's Stack Overflow NWP baseline (Reddi et al. 2021): embedding 96,
 one LSTM layer of 670 units, a dense layer of 96, then logits over the
-vocabulary (pad, words, OOV buckets, BOS, EOS).
+vocabulary (pad, words, OOV buckets, BOS, EOS). `char_model_config()` is TFF's
+Shakespeare character baseline (McMahan et al. 2017): embedding 8, two LSTM
+layers of 256 units with he-normal kernels, no projection, logits over 90 ids.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import tensorflow as tf
 from tff_research.models import cifg
 
 CELL_TYPES = ("lstm", "cifg")
+KERNEL_INITIALIZERS = {"glorot_uniform": tf.keras.initializers.GlorotUniform,
+                       "he_normal": tf.keras.initializers.HeNormal}
 
 
 class DropMask(tf.keras.layers.Layer):
@@ -40,6 +44,8 @@ class ModelConfig:
   latent_size: int = 670
   num_layers: int = 1
   cell: str = "lstm"
+  projection: bool = True            # a dense layer of embedding_size before the logits
+  kernel_initializer: str = "glorot_uniform"  # of the LSTM layers: or "he_normal" (TFF's char model)
 
   def __post_init__(self):
     for name in ("vocab_size", "embedding_size", "latent_size", "num_layers"):
@@ -47,6 +53,15 @@ class ModelConfig:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     if self.cell not in CELL_TYPES:
       raise ValueError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELL_TYPES)}")
+    if self.kernel_initializer not in KERNEL_INITIALIZERS:
+      raise ValueError(f"unknown kernel initializer {self.kernel_initializer!r}; "
+                       f"choose one of: {', '.join(KERNEL_INITIALIZERS)}")
+
+
+def char_model_config(vocab_size: int = 90) -> ModelConfig:
+  """TFF 0.87's `shakespeare.char_prediction_models.create_recurrent_model` in our builder."""
+  return ModelConfig(vocab_size, embedding_size=8, latent_size=256, num_layers=2, cell="lstm",
+                     projection=False, kernel_initializer="he_normal")
 
 
 def build_nwp_model(config: ModelConfig, seed: int | None = None,
@@ -71,6 +86,10 @@ def build_nwp_model(config: ModelConfig, seed: int | None = None,
   def glorot(offset):
     return init(tf.keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset))
 
+  def lstm_kernel(offset):
+    initializer = KERNEL_INITIALIZERS[config.kernel_initializer]
+    return init(initializer(seed=None if seed is None else seed + offset))
+
   inputs = tf.keras.Input(shape=(None,), dtype=tf.int32, name="tokens")
   x = tf.keras.layers.Embedding(config.vocab_size, config.embedding_size, mask_zero=True,
                                 embeddings_initializer=init(tf.keras.initializers.RandomUniform(
@@ -78,7 +97,7 @@ def build_nwp_model(config: ModelConfig, seed: int | None = None,
   for layer in range(config.num_layers):
     if config.cell == "lstm":
       rnn = tf.keras.layers.LSTM(config.latent_size, return_sequences=True,
-                                 kernel_initializer=glorot(10 + layer),
+                                 kernel_initializer=lstm_kernel(10 + layer),
                                  recurrent_initializer=init(tf.keras.initializers.Orthogonal(
                                      seed=None if seed is None else seed + 20 + layer)),
                                  unit_forget_bias=initialize,
@@ -90,8 +109,8 @@ def build_nwp_model(config: ModelConfig, seed: int | None = None,
                                 return_sequences=True,
                                 name=f"cifg_{layer}")
     x = rnn(x)
-  x = tf.keras.layers.Dense(config.embedding_size, kernel_initializer=glorot(1),
-                            name="projection")(x)
+  if config.projection:
+    x = tf.keras.layers.Dense(config.embedding_size, kernel_initializer=glorot(1), name="projection")(x)
   if output_bias is not None and len(output_bias) != config.vocab_size:
     raise ValueError(f"output_bias has {len(output_bias)} values for {config.vocab_size} classes")
   bias_initializer = ("zeros" if output_bias is None or not initialize

@@ -17,6 +17,7 @@ from typing import Any
 from tff_research.papers import common
 
 NAME = "adaptive_optimizers"
+TASK = "next_word"
 CLIENT_LR = 10 ** -0.5
 # optimizer name -> (algorithm name, paper server lr, epsilon)
 OPTIMIZERS = {
@@ -94,3 +95,10 @@ def analyze(grid_rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]]) ->
       "grid": [{k: r[k] for k in ("algorithm", "server_lr", "lr_vs_paper", "seed", "final_accuracy")}
                for r in grid_rows],
   }
+
+
+def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """The grid at seed 0, then each optimizer's best lr with more seeds."""
+  grid = context.run(plan_grid(context.scale))
+  seeds = context.run(plan_seeds(context.scale, best_exponents(grid)))
+  return grid + seeds, analyze(grid, seeds)

@@ -10,7 +10,9 @@ from absl import flags
 from tff_research.papers import common
 
 flags.DEFINE_enum("scale", "paper", list(common.SCALES),
-                  "smoke: tiny model and data, seconds (tests); paper: the reduced-scale reproduction")
+                  "smoke: tiny model and data, seconds (tests); paper: the reproduction on 2 cores "
+                  "(REPRODUCTION.md says how each differs from its paper); full: the papers' own budgets")
+flags.DEFINE_integer("until_round", None, "stop every run at this round; rerunning resumes")
 flags.DEFINE_string("output_dir", "results", "results go to OUTPUT_DIR/papers/SCALE/EXPERIMENT/")
 flags.DEFINE_string("data_dir", None, "where corpora are cached (default: ~/.cache/tff_research)")
 flags.DEFINE_bool("verbose", False, "show TensorFlow/TFF's own logs")
@@ -26,6 +28,6 @@ def run_main(names: Sequence[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tff_research.papers import runner  # pylint: disable=g-import-not-at-top
-    return runner.main(names, FLAGS.scale, FLAGS.output_dir, FLAGS.data_dir, FLAGS.verbose)
+    return runner.main(names, FLAGS.scale, FLAGS.output_dir, FLAGS.data_dir, FLAGS.verbose, FLAGS.until_round)
 
   app.run(main)

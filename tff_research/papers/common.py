@@ -1,8 +1,12 @@
 """What every paper-reproduction experiment shares: scales, running a list of runs, writing results.
 
-An experiment is a list of `PlannedRun`s (a label, an `ExperimentConfig`, the
-parameters that go into the results table) run one after another on data
-loaded once. Outputs go to `output_dir/papers/<scale>/<experiment>/`:
+An experiment is a module with `NAME`, `TASK` (next_word or next_char) and
+`execute(context) -> (rows, analysis)`; most plan a list of `PlannedRun`s (a
+label, an `ExperimentConfig`, the parameters that go into the results table)
+and run them on data loaded once. Long experiments run in stages
+(`run_staged`): every run to round s, then every run to 2s, ..., with the
+results written after each stage, so all methods have the same rounds behind
+them whenever the job stops. Outputs go to `output_dir/papers/<scale>/<experiment>/`:
   runs/<label>/     each run's own directory (metrics.csv, checkpoints, ...)
   results.csv       one row per run: its parameters and final metrics
   summary.json      the analysis (tables the REPRODUCTION.md shows), command,
@@ -25,10 +29,11 @@ from typing import Any, Callable, Optional, Sequence
 
 from tff_research.learning.config import ExperimentConfig
 
-SCALES = ("smoke", "paper")
+SCALES = ("smoke", "paper", "full")
 
-# `--scale=smoke`: seconds per run, for tests. `--scale=paper`: the reduced-scale
-# reproduction (each experiment well under an hour on 2 cores).
+# Word-level experiments (next_word): `--scale=smoke`: seconds per run, for
+# tests. `--scale=paper` (and `full`, the same): the reduced-scale word-level
+# runs, each experiment well under an hour on 2 cores.
 SMOKE_BASE = ExperimentConfig(
     vocab_size=200, embedding_size=8, latent_size=16, output_bias_init="unigram", rounds=2,
     clients_per_round=3, max_elements_per_client=8, client_batch_size=4, eval_every=1,
@@ -41,10 +46,42 @@ PAPER_BASE = ExperimentConfig(
     eval_clients=50, eval_batch_size=128)
 
 
-def base_config(scale: str) -> ExperimentConfig:
+# The character task (TFF's Shakespeare baseline model, McMahan et al.'s
+# split): `smoke` is a tiny model for tests; `paper` and `full` are the
+# papers' model, and each experiment says how their rounds differ.
+CHAR_SMOKE_BASE = ExperimentConfig(
+    task="next_char", sequence_length=20, embedding_size=8, latent_size=16, num_layers=1, rounds=2,
+    clients_per_round=3, max_elements_per_client=8, client_batch_size=4, eval_every=1, eval_clients=4,
+    eval_batch_size=64)
+CHAR_PAPER_BASE = ExperimentConfig(
+    task="next_char", sequence_length=80, embedding_size=8, latent_size=256, num_layers=2,
+    max_elements_per_client=0, eval_clients=0, eval_batch_size=128)
+
+
+def base_config(scale: str, task: str = "next_word") -> ExperimentConfig:
   if scale not in SCALES:
     raise ValueError(f"--scale={scale!r} is not one of: {', '.join(SCALES)}")
+  if task == "next_char":
+    return CHAR_SMOKE_BASE if scale == "smoke" else CHAR_PAPER_BASE
   return SMOKE_BASE if scale == "smoke" else PAPER_BASE
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What an experiment's `execute` gets: its scale, data and output places."""
+  scale: str
+  data: Any                      # nwp.NWPData of the experiment's task
+  out_dir: str                   # experiment_dir(output_dir, scale, name)
+  output_dir: str
+  data_dir: Optional[str] = None
+  log: Callable[[str], None] = print
+  until_round: Optional[int] = None   # stop every run there (it resumes later)
+  publish: Callable[[list, dict], None] = lambda rows, analysis: None  # writes a stage's results
+
+  def run(self, planned: Sequence["PlannedRun"], until_round: Optional[int] = None) -> list[dict[str, Any]]:
+    planned = [dataclasses.replace(p, config=dataclasses.replace(p.config, data_dir=self.data_dir))
+               for p in planned]
+    return run_planned(planned, self.data, self.out_dir, self.log, until_round or self.until_round)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,20 +110,23 @@ def hardware() -> str:
 
 
 def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
-                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-  """Runs (or resumes) each planned run; returns one result row per run."""
+                log: Callable[[str], None] = print, until_round: Optional[int] = None) -> list[dict[str, Any]]:
+  """Runs (or resumes) each planned run, up to `until_round` if given; returns one result row per run."""
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   rows = []
   for index, run in enumerate(planned, 1):
     config = dataclasses.replace(run.config, output_dir=os.path.join(out_dir, "runs"),
                                  experiment_name=run.label)
+    if until_round:
+      config = dataclasses.replace(config, rounds=min(config.rounds, until_round))
     log(f"[{index}/{len(planned)}] {run.label}: {run.params}")
     result = experiment.run_experiment(config, progress=False, plot=False, data=data,
                                        log=lambda line: None)
     history = training_loop.read_metrics_csv(os.path.join(config.run_dir, "metrics.csv"))
     train_seconds = sum(r.get("round_seconds", 0.0) for r in history)
     row = {"label": run.label, **run.params, "rounds": result.run.rounds_completed,
+           "planned_rounds": run.config.rounds,
            "train_seconds": round(train_seconds, 1), "unigram_accuracy": result.unigram_accuracy}
     row.update({f"final_{k}": v for k, v in sorted(result.run.final_eval.items())})
     row["train_examples"] = int(sum(r.get("train/num_examples", 0.0) for r in history))
@@ -94,6 +134,39 @@ def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
     log(f"    final accuracy {row.get('final_accuracy', float('nan')):.4f}, "
         f"{train_seconds:.0f} s of rounds")
   return rows
+
+
+def completed_rounds(out_dir: str, label: str) -> int:
+  """The last round run `label` recorded (0 if it has not started)."""
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+  path = os.path.join(out_dir, "runs", label, "metrics.csv")
+  rows = training_loop.read_metrics_csv(path) if os.path.isfile(path) else []
+  return int(max((r["round"] for r in rows), default=0))
+
+
+def run_staged(context: Context, planned: Sequence[PlannedRun],
+               analyze: Callable[[list[dict[str, Any]]], dict[str, Any]],
+               stage_rounds: Optional[int] = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Every run to round `stage_rounds`, then to twice that, ...; results published after each stage.
+
+  A restarted job begins at the first stage some unfinished run has not
+  reached, so finished stages are not run again.
+  """
+  cap = max(p.config.rounds for p in planned)
+  if context.until_round:
+    cap = min(cap, context.until_round)
+  stops = list(range(stage_rounds, cap, stage_rounds)) + [cap] if stage_rounds else [cap]
+  unfinished = [completed_rounds(context.out_dir, p.label) for p in planned]
+  unfinished = [done for done, p in zip(unfinished, planned) if done < p.config.rounds]
+  done = min(unfinished, default=cap)
+  stops = [s for s in stops if s > done] or [cap]
+  for stop in stops:
+    rows = context.run(planned, until_round=stop)
+    analysis = analyze(rows)
+    if stop != stops[-1]:
+      context.publish(rows, analysis)
+      context.log(f"stage: every run at round {stop} or its end; results written")
+  return rows, analysis
 
 
 def eval_curve(run_dir: str, metric: str = "eval/accuracy") -> list[tuple[int, float]]:

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 from tff_research.papers import common
 
 NAME = "fedavg_vs_fedsgd"
+TASK = "next_word"
 PAPER = {"word_lstm": {"fedsgd_rounds": 820, "fedavg_rounds": 35, "target_accuracy": 0.105, "speedup": 23.4},
          "shakespeare": {"fedsgd_rounds": 3906, "fedavg_rounds": 41, "target_accuracy": 0.54,
                          "speedup": 95.3}}
@@ -105,3 +106,8 @@ def analyze(rows: list[dict[str, Any]], out_dir: str) -> dict[str, Any]:
   return {"target_accuracy": target, "target_is_fedavg_only": lower_bound,
           "fedsgd_compared": best_fedsgd["label"] if best_fedsgd else None,
           "unigram_accuracy": unigram, "table": table, "paper": PAPER}
+
+
+def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  rows = context.run(plan(context.scale))
+  return rows, analyze(rows, context.out_dir)

@@ -19,6 +19,7 @@ from tff_research.learning.config import ExperimentConfig
 from tff_research.papers import common
 
 NAME = "federated_vs_centralized"
+TASK = "next_word"
 PAPER = {"federated_recall_at_1": 0.164, "centralized_recall_at_1": 0.165}
 
 
@@ -63,3 +64,14 @@ def analyze(federated: dict[str, Any], centralized_rows: list[dict[str, Any]]) -
   return {"table": table, "recall_at_1_gap_federated_minus_centralized": gap,
           "paper": PAPER, "paper_gap": PAPER["federated_recall_at_1"] - PAPER["centralized_recall_at_1"],
           "unigram_accuracy": federated["unigram_accuracy"]}
+
+
+def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """The federated run, then the centralized one for as many example passes."""
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(federated_config(context.scale), data_dir=context.data_dir)
+  federated = context.run([common.PlannedRun("federated_cifg", config, {"training": "federated"})])[0]
+  eval_ids = training_loop.eval_client_ids(context.data, config.loop_config())
+  context.log(f"centralized CIFG for {federated['train_examples']} example passes")
+  centralized = run_centralized(config, context.data, federated["train_examples"], eval_ids)
+  return [federated, centralized], analyze(federated, [centralized])

@@ -19,6 +19,7 @@ from tff_research.papers import adaptive_optimizers
 from tff_research.papers import common
 
 NAME = "secure_cost"
+TASK = "next_word"
 BITS = {"smoke": (32, 16), "paper": (32, 21, 16)}
 
 
@@ -68,3 +69,10 @@ def _secure_totals(run_dir: str) -> dict[str, Any]:
     return {"values_clipped": 0, "upload_bytes_per_client": None}
   return {"values_clipped": int(sum(r.get("secure/clipped", 0) for r in rows)),
           "upload_bytes_per_client": int(rows[-1].get("secure/upload_bytes_per_client", 0))}
+
+
+def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  exp2 = common.load_summary(context.output_dir, context.scale, adaptive_optimizers.NAME)
+  _, _, source = chosen_optimizer(exp2)
+  rows = context.run(plan(context.scale, exp2))
+  return rows, analyze(rows, context.out_dir, source)
