@@ -13,7 +13,7 @@ TFF_VERSION := 0.87.0
 DEMO_DIR ?= results/demo
 DEMO_PROMPTS := "to be or not to" "i pray you" "what is the"
 
-.PHONY: setup demo test test-fast clean-demo bench
+.PHONY: setup demo test lint test-fast clean-demo bench
 
 setup: $(STAMP)
 
@@ -34,8 +34,12 @@ demo: setup
 	@echo "Top-5 next words from the trained model:"
 	@$(PY) -m tff_research.predict $(DEMO_DIR)/shakespeare_fedavg $(DEMO_PROMPTS)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# ruff.toml: pycodestyle, pyflakes, bugbear and import order; the code stays clean.
+lint: setup
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) -m benchmarks.round_overhead

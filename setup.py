@@ -4,7 +4,8 @@ Dependencies are pinned in requirements/lock.txt and installed by `make setup`
 (TFF itself with --no-deps: see BUILD_NOTES.md). `install_requires` below names
 only what the package imports directly, without TFF's unservable jax pin.
 """
-from setuptools import find_packages, setup
+from setuptools import find_packages
+from setuptools import setup
 
 setup(
     name="tff_research",

@@ -1,7 +1,7 @@
 r"""`python -m benchmarks.mask_prg`: what one client's masks cost with each candidate PRG.
 
 A client's mask is the sum of k + 1 PRG streams as long as its masked vector.
-For a vector of `--words` 64-bit words (default 579 K: the demo model at 16
+For a vector of `--words` 64-bit words (default 579 K: the reference model at 16
 bits) this times, median of `--repeats`:
 
   aes-ctr (python)      AES-128-CTR keystream from OpenSSL (`cryptography`, AES-NI),
@@ -40,7 +40,9 @@ def _median(fn, repeats):
 
 def _python_rows(words, repeats):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives.ciphers import Cipher  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives.ciphers import algorithms  # pylint: disable=g-import-not-at-top
+
   from tff_research.aggregation import prg  # pylint: disable=g-import-not-at-top
   acc = np.zeros(words, np.uint64)
   seeds = [(os.urandom(16), 1)]
@@ -87,6 +89,7 @@ def _worker_rows(words, streams, repeats):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_research.aggregation import prg  # pylint: disable=g-import-not-at-top
   seeds_type = tff.TensorType(np.int64, [streams, 2])
   blocks = 2 * words // 16
@@ -120,6 +123,7 @@ def _handoff_rows(words, clients, repeats):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_research.runtime import handoff  # pylint: disable=g-import-not-at-top
   vec = tff.TensorType(np.uint64, [words])
   inline = tff.federated_computation(

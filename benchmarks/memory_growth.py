@@ -1,11 +1,11 @@
-r"""Do long runs grow? Peak RSS of Python and of the TFF worker over many demo rounds.
+r"""Do long runs grow? Peak RSS of Python and of the TFF worker over many rounds of the reference preset.
 
   python -m benchmarks.memory_growth --rounds=50
 
-Trains the demo preset through the normal training loop (checkpoints, metrics,
+Trains the reference preset through the normal training loop (checkpoints, metrics,
 evaluation included) and samples RSS every 0.2 s. Prints the peak of each
 process over the first and the last `--window` rounds (10 by default: one
-evaluation in each, as the demo evaluates every 10 rounds), and the growth;
+evaluation in each, as that preset evaluates every 10 rounds), and the growth;
 the last line is `memory_growth_percent=<x>` (the larger of the two).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=50)
   parser.add_argument("--window", type=int, default=10,
-                      help="rounds at each end compared; the demo evaluates every 10 rounds, so with "
+                      help="rounds at each end compared; the preset evaluates every 10 rounds, so with "
                            "10 each window holds one evaluation")
   parser.add_argument("--data_dir", default=None)
   args = parser.parse_args(argv)
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
       sampler["rss"] = PeakRss()
 
   with tempfile.TemporaryDirectory() as out, runtime.local_runtime():
-    config = dataclasses.replace(PRESETS["demo"], rounds=args.rounds, output_dir=out,
+    config = dataclasses.replace(PRESETS["reference"], rounds=args.rounds, output_dir=out,
                                  data_dir=args.data_dir, experiment_name="memory")
     data = experiment.load_nwp_data(config, verbose=False)
     sampler["rss"] = PeakRss()

@@ -2,7 +2,7 @@ r"""Per-round cost of TFF's worker service on loopback vs the local runtime.
 
   python -m benchmarks.remote_workers --rounds=6
 
-Same demo-preset rounds (same clients, same seed) three ways: the local runtime
+Same reference-preset rounds (same clients, same seed) three ways: the local runtime
 (one owned worker), one remote worker started with `python -m
 tff_research.runtime.worker`, and two remote workers behind TFF's mergeable
 context. On one 2-core machine this measures overhead, not speed-up.
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
 
   results = {}
   with tempfile.TemporaryDirectory() as out:
-    base = dataclasses.replace(PRESETS["demo"], rounds=args.rounds, eval_every=args.rounds,
+    base = dataclasses.replace(PRESETS["reference"], rounds=args.rounds, eval_every=args.rounds,
                                data_dir=args.data_dir, output_dir=out)
     data = experiment.load_nwp_data(base, verbose=False)
     for name, num_remote in (("local", 0), ("remote_1", 1), ("remote_2", 2)):

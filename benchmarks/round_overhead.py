@@ -80,13 +80,13 @@ def main(argv=None) -> int:
   parser.add_argument("--max_concurrent_computation_calls", type=int, default=None,
                       help="TFF worker setting (-1: no limit; default: the local runtime's)")
   parser.add_argument("--initialize_in_graph", action="store_true",
-                      help="run the model's initializers inside TFF's computations (the slower behaviour "
-                           "before the initial-weights change; for before/after figures)")
+                      help="run the model's initializers inside TFF's computations (slower; "
+                           "measures what initial weights set from Python save)")
   parser.add_argument("--loop", choices=("iterator", "reduce"), default="iterator",
-                      help="clients' batch loop (reduce: TFF's default, the slower behaviour before)")
+                      help="clients' batch loop (reduce: TFF's default, slower)")
   parser.add_argument("--state_round_trip", action="store_true",
-                      help="send the server state to Python and back every round (the behaviour before the "
-                           "state was kept on the worker; for before/after figures)")
+                      help="send the server state to Python and back every round (as a plain tff.learning "
+                           "process does; measures what keeping it on the worker saves)")
   parser.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
                       help="interleaved: TFF round r then Keras round r; sequential: all TFF rounds, then all Keras")
   parser.add_argument("--data_dir", default=None)
@@ -95,9 +95,13 @@ def main(argv=None) -> int:
   logs.configure_logging(args.verbose)
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
-  from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import centralized, experiment, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import model_fn as model_fn_lib  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   from tff_research.learning.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   from tff_research.runtime.eager import in_eager_mode  # pylint: disable=g-import-not-at-top
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
   with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls) as workers:
     concurrency = workers[0].max_concurrent_computation_calls
     model_config = config.model_config(data.vocab.size)
-    model_fn = process.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0,
+    model_fn = model_fn_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids, seed=0,
                                       initialize_in_graph=args.initialize_in_graph)
     start = time.perf_counter()
     algorithm = dataclasses.replace(config.algorithm_config(), loop=args.loop)

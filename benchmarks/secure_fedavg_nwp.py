@@ -1,10 +1,10 @@
-r"""Secure vs plain FedAvg on the demo NWP model: round time and accuracy, same seed.
+r"""Secure vs plain FedAvg on the reference NWP model (preset "reference"): round time and accuracy, same seed.
 
   python -m benchmarks.secure_fedavg_nwp --rounds=21                       # 10 clients, AES-CTR and Philox masks
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
   python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
 
-Builds the demo preset's training process once with TFF's weighted mean and
+Builds the reference preset's training process once with TFF's weighted mean and
 once per mask PRG in `--secure_prg` with `--aggregator=secure` (the degree and
 threshold the Bell et al. bound gives for the round's clients unless
 `--secure_neighbors` says otherwise), from the same seed, and runs them side
@@ -45,7 +45,7 @@ def _parse(argv):
 
 def _configs(args):
   from tff_research.learning.config import PRESETS  # pylint: disable=g-import-not-at-top
-  base = dataclasses.replace(PRESETS["demo"], rounds=args.rounds, clients_per_round=args.clients_per_round,
+  base = dataclasses.replace(PRESETS["reference"], rounds=args.rounds, clients_per_round=args.clients_per_round,
                              data_dir=args.data_dir)
   if args.secure_clip is not None:
     base = dataclasses.replace(base, secure_clip=args.secure_clip)
@@ -60,7 +60,10 @@ def _configs(args):
 
 def _train_side_by_side(base, configs, data):
   """Round r of every process on round r's clients, the order changing by round; returns the timings."""
-  from tff_research.learning import experiment, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
   loop = base.loop_config()
   model_fn = experiment.build_model_fn(base, data)
@@ -81,7 +84,7 @@ def _train_side_by_side(base, configs, data):
       timing["worker_cpu"][name].append(workers.worker_cpu_seconds() - start_cpu)
       timing["python_cpu"][name].append(time.process_time() - start_py)
       timing["position"][name].append(position)
-      metrics = process.secure_aggregation_metrics(output.metrics)
+      metrics = evaluation.secure_aggregation_metrics(output.metrics)
       secure[name]["clipped"] = secure[name].get("clipped", 0.0) + metrics.get("clipped", 0.0)
       secure[name].update({k: metrics[k] for k in ("upload_bytes_per_client", "bits", "neighbors", "threshold")
                            if k in metrics})
@@ -90,14 +93,16 @@ def _train_side_by_side(base, configs, data):
 
 def _evaluate(base, data, processes, states, model_fn):
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   loop = base.loop_config()
   eval_ids = training_loop.eval_client_ids(data, loop)
   eval_datasets = data.client_datasets(eval_ids, nwp.ClientSpec(1, loop.eval_batch_size, None, shuffle=False),
                                        split="test")
-  evaluation = process.build_evaluation_process(model_fn)
-  return {name: process.evaluate(evaluation, evaluation.initialize(), p.get_model_weights(states[name]),
-                                 eval_datasets)[1] for name, p in processes.items()}
+  evaluation_process = evaluation.build_evaluation_process(model_fn)
+  return {name: evaluation.evaluate(evaluation_process, evaluation_process.initialize(),
+                                    p.get_model_weights(states[name]), eval_datasets)[1]
+          for name, p in processes.items()}
 
 
 def _report(args, base, timing, secure, final):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import statistics
 import time
 
@@ -34,10 +35,34 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
   return statistics.median(times), out
 
 
+
+def _time_secure_sum(ss, n: int, values, repeats: int):
+  """Median time of one secure-sum round (keys, masked sum, unmasking), with each stage's times."""
+  survivors = list(range(n))
+  timing = collections.defaultdict(list)
+
+  def run_once():
+    t0 = time.perf_counter()
+    rnd = ss.new_round(n, round_num=0)
+    t1 = time.perf_counter()
+    out = ss.masked_round_sum(rnd, values, survivors)  # mask expansion counts here
+    t2 = time.perf_counter()
+    res = ss.unmask_round_sum(rnd, out, survivors, [])
+    t3 = time.perf_counter()
+    timing["keys"].append(t1 - t0)
+    timing["masked"].append(t2 - t1)
+    timing["unmask"].append(t3 - t2)
+    return res, rnd
+
+  total_s, result = _median_time(run_once, repeats)
+  return total_s, result, timing
+
 def bench_sum(ns, ds, repeats: int, bits: int = 0, prg: str = "aes-ctr") -> list[dict]:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import SecureSumConfig, build_secure_sum  # pylint: disable=g-import-not-at-top
+
+  from tff_research.aggregation import SecureSumConfig  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import build_secure_sum  # pylint: disable=g-import-not-at-top
 
   rows = []
   for d in ds:
@@ -51,26 +76,10 @@ def bench_sum(ns, ds, repeats: int, bits: int = 0, prg: str = "aes-ctr") -> list
       rng = np.random.default_rng(0)
       distinct = [rng.uniform(-1, 1, d).astype(np.float32) for _ in range(min(n, 4))]
       values = [distinct[i % len(distinct)] for i in range(n)]
-      plain_s, _ = _median_time(lambda: plain_sum(values), repeats)
+      plain_s, _ = _median_time(functools.partial(plain_sum, values), repeats)
       for label, k in (("full", n - 1), ("bound", None)):
         ss = build_secure_sum(value_type, n, SecureSumConfig(clip=1.0, bits=bits, neighbors=k, prg=prg))
-        survivors = list(range(n))
-        timing = collections.defaultdict(list)
-
-        def run_once():
-          t0 = time.perf_counter()
-          rnd = ss.new_round(n, round_num=0)
-          t1 = time.perf_counter()
-          out = ss.masked_round_sum(rnd, values, survivors)  # mask expansion counts here
-          t2 = time.perf_counter()
-          res = ss.unmask_round_sum(rnd, out, survivors, [])
-          t3 = time.perf_counter()
-          timing["keys"].append(t1 - t0)
-          timing["masked"].append(t2 - t1)
-          timing["unmask"].append(t3 - t2)
-          return res, rnd
-
-        total_s, (res, rnd) = _median_time(run_once, repeats)
+        total_s, (res, rnd), timing = _time_secure_sum(ss, n, values, repeats)
         err = float(np.max(np.abs(res["value"] - np.sum(np.asarray(values, np.float64), axis=0))))
         rows.append(dict(
             n=n, d=d, graph=f"{label} k={rnd.degree}", k=rnd.degree, bits=ss.quantizer.bits,
@@ -97,7 +106,9 @@ def bench_fed_avg(num_clients: int, repeats: int, features: int = 64, classes: i
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import SecureAggregationConfig, build_secure_weighted_fed_avg  # pylint: disable=g-import-not-at-top
+
+  from tff_research.aggregation import SecureAggregationConfig  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import build_secure_weighted_fed_avg  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   data = []

@@ -1,6 +1,6 @@
 r"""How large is num_examples x model delta per coordinate? The range a secure-sum clip must cover.
 
-  python -m benchmarks.update_range                              # demo preset, 10 clients, 20 rounds
+  python -m benchmarks.update_range                              # reference preset, 10 clients, 20 rounds
   python -m benchmarks.update_range --clients_per_round=100 --rounds=5
 
 Trains the preset with plain FedAvg and, each round, runs the same clients'
@@ -23,7 +23,7 @@ THRESHOLDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="demo")
+  parser.add_argument("--preset", default="reference")
   parser.add_argument("--rounds", type=int, default=20)
   parser.add_argument("--clients_per_round", type=int, default=10)
   parser.add_argument("--data_dir", default=None)
@@ -32,8 +32,12 @@ def main(argv=None) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import experiment, optimizers, process, training_loop  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import optimizers  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   from tff_research.learning.config import PRESETS  # pylint: disable=g-import-not-at-top
 
   if args.preset not in PRESETS:

@@ -2,16 +2,21 @@
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 
-import re
-
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck
+from hypothesis import event
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from tff_research.data import nwp, stackoverflow, user_corpus
-from tff_research.data.federated_text import DataError, FederatedText
+from tff_research.data import nwp
+from tff_research.data import stackoverflow
+from tff_research.data import user_corpus
+from tff_research.data.federated_text import DataError
+from tff_research.data.federated_text import FederatedText
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

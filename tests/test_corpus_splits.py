@@ -15,7 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-from tff_research.data import load_federated_text, nwp, splits
+from tff_research.data import load_federated_text
+from tff_research.data import nwp
+from tff_research.data import splits
 from tff_research.data.federated_text import DataError
 from tff_research.learning import experiment
 from tff_research.learning.config import PRESETS

@@ -2,9 +2,14 @@
 import numpy as np
 import pytest
 
-from tff_research.data import federated_text, shakespeare
-from tff_research.data import load_federated_text, nwp
-from tff_research.data.vocab import Vocabulary, build_vocabulary, to_sequences, tokenize
+from tff_research.data import federated_text
+from tff_research.data import load_federated_text
+from tff_research.data import nwp
+from tff_research.data import shakespeare
+from tff_research.data.vocab import Vocabulary
+from tff_research.data.vocab import build_vocabulary
+from tff_research.data.vocab import to_sequences
+from tff_research.data.vocab import tokenize
 
 PLAY = """# A Play
 

@@ -101,7 +101,7 @@ def test_bad_input_is_one_clear_line(train_cmd, flags, message):
   assert code == 2
   assert message in err
   assert "Traceback" not in err
-  lines = [l for l in err.strip().splitlines() if l.strip()]
+  lines = [line for line in err.strip().splitlines() if line.strip()]
   assert len(lines) <= 2, err
 
 
@@ -113,7 +113,8 @@ def _wait_for_round(output_dir, name, proc, timeout=180):
     if os.path.isdir(path) and any(f.startswith("round_") for f in os.listdir(path)):
       return
     time.sleep(0.3)
-  raise AssertionError(f"no round finished: {proc.poll()} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
+  tail = proc.stderr.read()[-2000:] if proc.poll() is not None else ""
+  raise AssertionError(f"no round finished: {proc.poll()} {tail}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])

@@ -48,7 +48,7 @@ def test_notebook_executes(path, python_env, tmp_path, shakespeare_dir):
     except CellExecutionError as e:
       if _TF_TRACING_RACE not in str(e):
         raise
-      warnings.warn(f"{os.path.basename(path)}: TF's tracing race hit; running the notebook once more")
+      warnings.warn(f"{os.path.basename(path)}: TF's tracing race hit; running the notebook once more", stacklevel=2)
       _execute(path, str(tmp_path / "second"))
   finally:
     os.environ.clear()

@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tff_research.papers import adaptive_optimizers
-from tff_research.papers import common
 from tff_research.papers import adaptive_optimizers_char
+from tff_research.papers import common
 from tff_research.papers import fedavg_vs_fedsgd
 from tff_research.papers import fedavg_vs_fedsgd_char
 from tff_research.papers import report
@@ -160,6 +159,7 @@ def test_mean_std_ignores_nan():
 @pytest.fixture(scope="module")
 def tiny_data(shakespeare_dir):
   import dataclasses  # pylint: disable=g-import-not-at-top
+
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(common.SMOKE_BASE, data_dir=shakespeare_dir)
   return config, experiment.load_nwp_data(config, verbose=False)
@@ -176,23 +176,24 @@ def test_centralized_training_sees_exactly_the_requested_examples(tiny_data):
 
 
 def test_central_evaluation_equals_federated_evaluation_of_the_same_weights(tiny_data):
-  from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import model_fn as model_fn_lib  # pylint: disable=g-import-not-at-top
   config, data = tiny_data
   model_config = config.model_config(data.vocab.size)
   model = centralized.train_centralized(model_config, data, examples=64, batch_size=8).model
   clients = data.test_client_ids[:5]
   central = centralized.evaluate_keras_model(model, data, clients, batch_size=16)
-  model_fn = process_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
+  model_fn = model_fn_lib.build_model_fn(model_config, data.element_spec, data.vocab.special_ids,
                                         data.vocab.pad_id)
-  eval_process = process_lib.build_evaluation_process(model_fn)
+  eval_process = evaluation.build_evaluation_process(model_fn)
   state = eval_process.initialize()
   weights = eval_process.get_model_weights(state)
   weights = type(weights)(trainable=[np.asarray(v) for v in model.trainable_weights],
                           non_trainable=[np.asarray(v) for v in model.non_trainable_weights])
   datasets = data.client_datasets(clients, nwp.ClientSpec(1, 16, None, shuffle=False), split="test")
-  _, federated = process_lib.evaluate(eval_process, state, weights, datasets)
+  _, federated = evaluation.evaluate(eval_process, state, weights, datasets)
   shared = set(central) & set(federated)
   assert {"accuracy", "recall_at_3", "accuracy_with_special"} <= shared
   for name in shared:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tff_research import predict
-from tff_research.learning import checkpoints, experiment
+from tff_research.learning import checkpoints
+from tff_research.learning import experiment
 from tff_research.learning.config import PRESETS
 
 

@@ -1,6 +1,5 @@
 """Training on TFF's own worker service: two workers on loopback, same result as local."""
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -154,6 +153,7 @@ def test_values_alive_at_exit_do_not_try_to_free_themselves_on_a_stopped_worker(
 
 def test_freeing_values_on_an_unreachable_worker_is_dropped_quietly():
   from tensorflow_federated.proto.v0 import executor_pb2  # pylint: disable=g-import-not-at-top
+
   from tff_research.runtime import context  # pylint: disable=g-import-not-at-top
   stub = context._stub_for(f"127.0.0.1:{workers_lib.pick_free_port()}")  # pylint: disable=protected-access
   assert stub.dispose(executor_pb2.DisposeRequest()) is None

@@ -6,10 +6,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_research.learning import experiment, process, training_loop
+from tff_research.learning import evaluation
+from tff_research.learning import experiment
+from tff_research.learning import model_fn as model_fn_lib
+from tff_research.learning import process
+from tff_research.learning import training_loop
 from tff_research.learning.config import PRESETS
 from tff_research.metrics import nwp_metrics
-from tff_research.runtime import context, resident
+from tff_research.runtime import context
+from tff_research.runtime import resident
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def _flat(structure):
 
 
 def _train(config, data, keep_state_on_worker: bool, rounds: int = 3):
-  model_fn = process.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
+  model_fn = model_fn_lib.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
                                     data.vocab.special_ids, seed=0)
   training = process.build_training_process(model_fn, config.algorithm_config(),
                                             keep_state_on_worker=keep_state_on_worker)
@@ -32,7 +37,7 @@ def _train(config, data, keep_state_on_worker: bool, rounds: int = 3):
     ids = training_loop.sample_clients(data.train_client_ids, config.clients_per_round, 0, r)
     output = training.next(state, data.client_datasets(ids, config.loop_config().client_spec, "train", 0, r))
     state = output.state
-    metrics.append(process.train_metrics(output.metrics))
+    metrics.append(evaluation.train_metrics(output.metrics))
   return training, state, metrics
 
 
@@ -148,5 +153,6 @@ def test_tff_internals_are_found_and_another_version_fails_in_one_line(monkeypat
     piece()
   assert tff_internals.worker_binary_path().endswith("worker_binary")
   monkeypatch.setattr(tff_internals, "tff_version", lambda: "0.99.0")
-  with pytest.raises(tff_internals.TffInternalsError, match="TFF 0.99.0 is installed; tff_research relies on TFF 0.87.0"):
+  expected = "TFF 0.99.0 is installed; tff_research relies on TFF 0.87.0"
+  with pytest.raises(tff_internals.TffInternalsError, match=expected):
     tff_internals.structure_utils()

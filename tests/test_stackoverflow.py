@@ -11,7 +11,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 
-from tff_research.data import load_federated_text, nwp, stackoverflow
+from tff_research.data import load_federated_text
+from tff_research.data import nwp
+from tff_research.data import stackoverflow
 from tff_research.data.federated_text import DataError
 
 WORDS = ("the", "i", "to", "a", "is", ".", ",", "?", "<URL>", "c#", "simple-ish", "you're",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tff_research.learning import experiment, training_loop
+from tff_research.learning import experiment
+from tff_research.learning import training_loop
 from tff_research.learning.config import PRESETS
 
 
@@ -119,6 +120,7 @@ def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
   up to 8 examples): within the quantization bound, each client's rounding error on
   num_examples x delta < one step a round, over at least one example per client (server SGD lr 1)."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
   from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   config, data = smoke
   plain = _run(config, data, experiment_name="plain_ref", rounds=2)
@@ -126,8 +128,9 @@ def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
   secure = _run(secure_config, data, experiment_name=f"secure_ref_{bits}")
   assert all(r["secure/clipped"] == 0 for r in secure.run.history)
   assert [r["secure/bits"] for r in secure.run.history] == [bits or 16] * 2
+  sum_config = secure_config.algorithm_config().secure.secure_sum_config()
   quantizer = quantization.Quantizer([tff.TensorType(np.float32, [1]), tff.TensorType(np.int32, [1])],
-                                   config.clients_per_round, secure_config.algorithm_config().secure.secure_sum_config())
+                                     config.clients_per_round, sum_config)
   assert quantizer.bits == (bits or 16)
   atol = 1e-4 if bits == 32 else 2 * quantizer.step + 1e-4
   for a, b in zip(_weights(plain), _weights(secure)):
@@ -137,6 +140,7 @@ def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
 def test_checkpoint_left_half_written_by_a_kill_is_ignored(smoke, tmp_path):
   """A kill mid-write leaves only `.partial/`, never a `round_N` that fails to load."""
   import asyncio  # pylint: disable=g-import-not-at-top
+
   from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
   manager = checkpoints.AtomicFileProgramStateManager(str(tmp_path), keep_total=3)
   state = {"weights": np.arange(4, dtype=np.float32), "round": np.int32(1)}
@@ -157,6 +161,7 @@ def test_checkpoint_left_half_written_by_a_kill_is_ignored(smoke, tmp_path):
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_initial_weights_from_python_equal_the_in_graph_initializers(cell):
   """The speed-up that skips initializers inside TFF computations starts from the same weights, bit for bit."""
+  from tff_research.learning import model_fn as model_fn_lib  # pylint: disable=g-import-not-at-top
   from tff_research.learning import process  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   spec = (tf.TensorSpec([None, 5], tf.int32),) * 2
@@ -164,7 +169,7 @@ def test_initial_weights_from_python_equal_the_in_graph_initializers(cell):
   bias = np.linspace(-3.0, 0.0, 50).astype(np.float32)
   weights = []
   for in_graph in (True, False):
-    model_fn = process.build_model_fn(model_config, spec, (0, 1), seed=3, output_bias=bias,
+    model_fn = model_fn_lib.build_model_fn(model_config, spec, (0, 1), seed=3, output_bias=bias,
                                       initialize_in_graph=in_graph)
     training = process.build_training_process(model_fn, process.AlgorithmConfig())
     weights.append(training.get_model_weights(training.initialize()))
@@ -176,10 +181,12 @@ def test_initial_weights_from_python_equal_the_in_graph_initializers(cell):
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
 def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorithm):
+  from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import model_fn as model_fn_lib  # pylint: disable=g-import-not-at-top
   from tff_research.learning import process  # pylint: disable=g-import-not-at-top
   config, data = smoke
   config = dataclasses.replace(config, algorithm=algorithm)
-  model_fn = process.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
+  model_fn = model_fn_lib.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
                                     data.vocab.special_ids, seed=0)
   loop = config.loop_config()
   ids = training_loop.sample_clients(data.train_client_ids, 3, 0, 1)
@@ -189,7 +196,7 @@ def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorith
     algorithm_config = dataclasses.replace(config.algorithm_config(), loop=name)
     training = process.build_training_process(model_fn, algorithm_config)
     output = training.next(training.initialize(), datasets)
-    results.append((training.get_model_weights(output.state), process.train_metrics(output.metrics)))
+    results.append((training.get_model_weights(output.state), evaluation.train_metrics(output.metrics)))
   for a, b in zip(results[0][0].trainable, results[1][0].trainable):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert results[0][1]["num_examples"] == results[1][1]["num_examples"] > 0

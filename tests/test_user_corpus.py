@@ -5,7 +5,9 @@ import re
 
 import pytest
 
-from tff_research.data import load_federated_text, nwp, user_corpus
+from tff_research.data import load_federated_text
+from tff_research.data import nwp
+from tff_research.data import user_corpus
 from tff_research.data.federated_text import DataError
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"  # 9 words

@@ -5,7 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from tff_research.aggregation import graph, key_agreement as ka, params, prg, protocol, shamir
+from tff_research.aggregation import graph
+from tff_research.aggregation import key_agreement as ka
+from tff_research.aggregation import params
+from tff_research.aggregation import prg
+from tff_research.aggregation import protocol
+from tff_research.aggregation import shamir
 
 
 def test_shamir_any_t_of_n_reconstructs_fewer_do_not():
@@ -130,7 +135,8 @@ def test_parameters_follow_the_bound_and_refuse_unsafe_overrides():
 
 
 def _log2_split_bound(n, k, removed):
-  from math import comb, log2  # pylint: disable=g-import-not-at-top
+  from math import comb  # pylint: disable=g-import-not-at-top
+  from math import log2  # pylint: disable=g-import-not-at-top
   if k > removed:
     return float("-inf")
   return log2(n * (n - k - 1) / 2) + log2(comb(removed, k)) - log2(comb(n, k))

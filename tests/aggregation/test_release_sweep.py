@@ -12,7 +12,8 @@ which the server runs before it asks for any share and every client runs again
 before it answers) on at least 10,000 patterns: every pattern for n <= 8 and,
 for larger n up to 100, random and adversarial ones (two runs of k/2
 consecutive clients of the ring, the cut that splits H(k, n)) for every (k, t)
-the parameter check accepts (every t up to n = 8, then the ends and the default). `test_protocol_sweep` runs the real protocol
+the parameter check accepts (every t up to n = 8, then the ends and the default).
+`test_protocol_sweep` runs the real protocol
 (keys, shares, requests, reconstruction, AES-CTR masks) on a sample of those
 patterns and checks what a release contains.
 """
@@ -23,7 +24,10 @@ import numpy as np
 import pytest
 import scipy.sparse.csgraph
 
-from tff_research.aggregation import graph as graph_lib, params, prg, protocol
+from tff_research.aggregation import graph as graph_lib
+from tff_research.aggregation import params
+from tff_research.aggregation import prg
+from tff_research.aggregation import protocol
 
 THREATS = (params.ThreatModel(), params.ThreatModel(max_dropout=0.3, max_corrupt=0.0),
            params.ThreatModel(max_dropout=0.2, max_corrupt=0.1), params.ThreatModel(max_dropout=0.5, max_corrupt=0.0))

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_research.aggregation import (SecureAggregationConfig, SecureAggregationError,
-                                      build_secure_weighted_fed_avg)
+from tff_research.aggregation import SecureAggregationConfig
+from tff_research.aggregation import SecureAggregationError
+from tff_research.aggregation import build_secure_weighted_fed_avg
 
 NUM_CLIENTS, NUM_CLASSES, FEATURES = 5, 3, 4
 CENTERS = np.random.default_rng(0).normal(0, 1.5, [NUM_CLASSES, FEATURES]).astype(np.float32)

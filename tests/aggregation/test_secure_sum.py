@@ -6,7 +6,9 @@ import pytest
 import scipy.stats
 import tensorflow_federated as tff
 
-from tff_research.aggregation import SecureAggregationError, SecureSumConfig, build_secure_sum
+from tff_research.aggregation import SecureAggregationError
+from tff_research.aggregation import SecureSumConfig
+from tff_research.aggregation import build_secure_sum
 from tff_research.aggregation import prg
 
 # Model-weight-like nested structure: a list of float arrays of different shapes + an int leaf.
@@ -282,6 +284,7 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
   """encode(x, multiplier=m) is encode(m * x) (what secure FedAvg's weighting relies on),
   including clipped and non-finite values, on the float32, float64 and integer paths."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   value_type = [tff.TensorType(np.float32, [997]), tff.TensorType(np.float64, [13]), tff.TensorType(np.int32, [3])]
   rng = np.random.default_rng(11)

@@ -39,8 +39,27 @@ server's sum is uniform whatever the input, that every refused release
 reveals nothing, and what the protocol costs.
 """
 from tff_research.aggregation.config import SecureSumConfig
-from tff_research.aggregation.params import SecAggParameters, ThreatModel, choose_parameters
+from tff_research.aggregation.params import SecAggParameters
+from tff_research.aggregation.params import ThreatModel
+from tff_research.aggregation.params import choose_parameters
 from tff_research.aggregation.protocol import SecureAggregationError
-from tff_research.aggregation.secure_sum import SecureSum, SecureSumResult, build_secure_sum
-from tff_research.aggregation.secure_fed_avg import (SecureAggregationConfig, SecureFedAvgProcess,
-                                                     build_secure_weighted_fed_avg)
+from tff_research.aggregation.secure_fed_avg import SecureAggregationConfig
+from tff_research.aggregation.secure_fed_avg import SecureFedAvgProcess
+from tff_research.aggregation.secure_fed_avg import build_secure_weighted_fed_avg
+from tff_research.aggregation.secure_sum import SecureSum
+from tff_research.aggregation.secure_sum import SecureSumResult
+from tff_research.aggregation.secure_sum import build_secure_sum
+
+__all__ = [
+    "SecureSumConfig",
+    "SecAggParameters",
+    "ThreatModel",
+    "choose_parameters",
+    "SecureAggregationError",
+    "SecureAggregationConfig",
+    "SecureFedAvgProcess",
+    "build_secure_weighted_fed_avg",
+    "SecureSum",
+    "SecureSumResult",
+    "build_secure_sum",
+]

@@ -204,7 +204,6 @@ class ServerState:
                    responses: dict[int, dict]) -> list[SignedSeed]:
     """The masks to remove, as clients applied them: survivors' b_u, dropped clients'
     s_uv towards live v. Raises SecureAggregationError where a secret lacks t shares."""
-    t = self.params.threshold
     b_shares: dict[int, dict[int, int]] = collections.defaultdict(dict)
     sk_shares: dict[int, dict[int, int]] = collections.defaultdict(dict)
     for resp in responses.values():

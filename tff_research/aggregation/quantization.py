@@ -89,21 +89,34 @@ class Quantizer:
     self.leaves = tf.nest.flatten(self.template)
     if not self.leaves:
       raise ValueError("value_type has no tensors")
+    self._check_leaves()
+    self.sizes = [int(np.prod(leaf.shape, dtype=np.int64)) for leaf in self.leaves]
+    self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
+    self.num_clients = int(num_clients)
+    if self.num_clients < 1:
+      raise ValueError("num_clients must be >= 1")
+    has_float = any(np.issubdtype(leaf.dtype, np.floating) for leaf in self.leaves)
+    has_int = any(np.issubdtype(leaf.dtype, np.integer) for leaf in self.leaves)
+    self.bits = int(config.bits) or choose_bits(self.num_clients, float(config.clip), int(config.int_clip),
+                                                has_float, has_int, config.scale)
+    self.modulus = 2**self.bits
+    self._choose_layout()
+    self.clip = float(config.clip)
+    # The largest float32 <= c: float32 leaves are clipped there (the same thing).
+    clip32 = np.float32(self.clip)
+    self.clip32 = float(clip32 if float(clip32) <= self.clip else np.nextafter(clip32, np.float32(0)))
+    self.int_clip = int(config.int_clip)
+    self._choose_scale(config, has_float, has_int)
+
+  def _check_leaves(self) -> None:
     for leaf in self.leaves:
       if not tff.types.is_shape_fully_defined(leaf.shape):
         raise ValueError(f"secure sum needs fully defined shapes, got {leaf}")
       if not (np.issubdtype(leaf.dtype, np.floating) or np.issubdtype(leaf.dtype, np.integer)):
         raise ValueError(f"secure sum supports float and integer tensors, got {leaf}")
-    self.sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in self.leaves]
-    self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
-    self.num_clients = int(num_clients)
-    if self.num_clients < 1:
-      raise ValueError("num_clients must be >= 1")
-    has_float = any(np.issubdtype(l.dtype, np.floating) for l in self.leaves)
-    has_int = any(np.issubdtype(l.dtype, np.integer) for l in self.leaves)
-    self.bits = int(config.bits) or choose_bits(self.num_clients, float(config.clip), int(config.int_clip),
-                                                has_float, has_int, config.scale)
-    self.modulus = 2**self.bits
+
+  def _choose_layout(self) -> None:
+    """Lanes per masked word, and the masked vector's length in words."""
     # b <= PACK_MAX_BITS: floor(64 / b) coordinates share each masked 64-bit
     # word (see module docstring), so a client expands fewer mask bits per
     # coordinate (64 / 3 at b = 21 instead of 32).
@@ -126,11 +139,9 @@ class Quantizer:
       # with no trailing slice (a copy of the whole mask); the pad is a masked 0.
       self.words = words
       self.dim = words + words % 2
-    self.clip = float(config.clip)
-    # The largest float32 <= c: float32 leaves are clipped there (the same thing).
-    clip32 = np.float32(self.clip)
-    self.clip32 = float(clip32 if float(clip32) <= self.clip else np.nextafter(clip32, np.float32(0)))
-    self.int_clip = int(config.int_clip)
+
+  def _choose_scale(self, config: config_lib.SecureSumConfig, has_float: bool, has_int: bool) -> None:
+    """The fixed-point scale, checked against overflow of the n clients' sum."""
     limit = 2**(self.bits - 1) - 1  # largest |sum| that decodes correctly
     n = self.num_clients
     if config.scale is None:
@@ -234,8 +245,8 @@ class Quantizer:
     every |y| <= clip32 * s (the usual case: this check also fails on NaN and
     inf, as max and min propagate NaN) nothing needs clipping, else
     non-finite values become 0 and the rest are clipped at clip32, and no
-    float32 lies in (clip32, c], so that is clipping at c. A `multiplier` m folds into the scale: fl(x m) s = fl(x (m s))
-    for a power-of-two s. |q| < 2^31 by the overflow rule.
+    float32 lies in (clip32, c], so that is clipping at c. A `multiplier` m
+    folds into the scale: fl(x m) s = fl(x (m s)) for a power-of-two s. |q| < 2^31 by the overflow rule.
 
     Stochastic rounding, q = floor(y) + [u < y - floor(y)] in distribution:
     * b <= 16 (ROUND16_MAX_BITS): in int32 fixed point with 16 fractional

@@ -65,7 +65,7 @@ class SecureAggregationConfig:
   neighbors: Optional[int] = None   # k; None = the smallest the Bell et al. bound allows (`params`)
   threshold: Optional[int] = None   # t; None = chosen within the bound (`params`)
   clip: float = 1.0                 # c for weighted deltas (num_examples * delta), per coordinate
-  bits: int = 0                     # 0 = quantization.choose_bits (16 or 21 where they hold the sum finely enough, else 32)
+  bits: int = 0                     # 0 = quantization.choose_bits (16 or 21 where they hold the sum, else 32)
   scale: Optional[float] = None     # fixed-point scale; None = the largest power of 2 that fits
   int_clip: int = 2**16             # weights (num examples) are clipped to this
   max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta: the protocol tolerates this fraction

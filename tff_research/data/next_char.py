@@ -56,6 +56,13 @@ def build_char_data(corpus: federated_text.FederatedText,
 
   Accuracy leaves out padding only (TFF's `MaskedCategoricalAccuracy(masked_tokens=[pad])`):
   EOS and OOV targets count, BOS is never a target.
+
+  Args:
+    corpus: texts per client, split into train and test.
+    sequence_length: targets per window (TFF's baseline: 80).
+
+  Returns:
+    `NWPData` over TFF's 90 character ids, with `excluded_ids=(pad,)`.
   """
   vocab = char_vocabulary()
 

@@ -128,9 +128,21 @@ def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000
 
   The vocabulary is the first `vocab_size` of `corpus.vocab_words` when the
   corpus brings a ranked list (Stack Overflow's word counts), else the most
-  frequent train words. Texts are split with `corpus.tokenizer`; `truncate`
-  (default: `corpus.truncate`) picks truncation over chunking, see
-  `vocab.to_sequences`.
+  frequent train words. Texts are split with `corpus.tokenizer`.
+
+  Args:
+    corpus: texts per client, split into train and test.
+    vocab_size: words in the vocabulary.
+    sequence_length: targets per window.
+    num_oov_buckets: out-of-vocabulary ids.
+    truncate: one window per text (TFF's Stack Overflow baseline) instead of
+      chunking the whole text (`vocab.to_sequences`); default `corpus.truncate`.
+
+  Returns:
+    `NWPData`: the vocabulary and each client's int32 windows per split.
+
+  Raises:
+    DataError: when no train client has any words (or a by-window split no test window).
   """
   if vocab_size < 1:
     raise ValueError(f"vocab_size must be positive, got {vocab_size}")

@@ -48,7 +48,7 @@ def parse_play(markdown: str) -> "collections.OrderedDict[str, list[str]]":
 
   def flush():
     if speaker is not None:
-      text = " ".join(l for l in lines if l)
+      text = " ".join(line for line in lines if line)
       if text.strip():
         speeches.setdefault(speaker, []).append(text.strip())
 

@@ -55,7 +55,7 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
 
   async def load(self, version: int, structure: Any) -> Any:
     path = os.path.join(self._get_path_for_version(version), STATE_FILE)
-    if not os.path.isfile(path):  # a SavedModel checkpoint of an earlier version
+    if not os.path.isfile(path):  # a SavedModel checkpoint, as tff.program writes it
       return await super().load(version, structure)
     with np.load(path) as data:
       leaves = [data[name] for name in sorted(data.files)]
@@ -70,7 +70,6 @@ FINAL_WEIGHTS_FILE = "model_weights.npz"
 
 def save_model_weights(model_weights: tff.learning.models.ModelWeights, path: str) -> None:
   """Final weights as plain numpy arrays (trainable then non-trainable), written atomically."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   arrays = {}
   for kind in ("trainable", "non_trainable"):
     for i, value in enumerate(getattr(model_weights, kind)):
@@ -81,7 +80,6 @@ def save_model_weights(model_weights: tff.learning.models.ModelWeights, path: st
 
 
 def load_model_weights(path: str) -> tff.learning.models.ModelWeights:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no saved model weights at {path}")
   with np.load(path) as data:

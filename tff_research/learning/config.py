@@ -7,63 +7,91 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Any, Optional
+
+TASKS = ("next_word", "next_char")
+
+
+def setting(default: Any, help: str, choices: Optional[tuple[str, ...]] = None) -> Any:  # noqa: A002
+  """A config field whose flag help (and allowed values) live beside it."""
+  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  # Task: next_word (word vocabulary) or next_char (TFF's Shakespeare character
-  # baseline: 86 characters + pad/OOV/BOS/EOS, see data/next_char.py).
-  task: str = "next_word"
+  """Every setting of one run. Each field is one command-line flag of the same name.
+
+  Settings of the secure sum carry the prefix `secure_` here and drop it in
+  `aggregation.SecureAggregationConfig` (`secure_neighbors` is its `neighbors`).
+  """
+  task: str = setting("next_word", "next_word, or next_char: TFF's Shakespeare character baseline (86 characters, "
+                      "McMahan et al.'s split on --dataset=shakespeare; see --preset=shakespeare_char)", TASKS)
   # Data.
-  dataset: str = "shakespeare"
-  data_dir: Optional[str] = None
-  # Your own corpus (jsonl:, textdir:): filter and train/test split (data/splits.py).
-  min_words: int = 20           # clients with fewer words are dropped
-  train_fraction: float = 0.8   # share of texts, clients or windows that trains
-  split: str = "auto"           # auto, by_text, by_client or by_window
-  text_unit: str = "line"       # textdir: a text is a line, or a blank-line separated paragraph
-  vocab_size: int = 10000
-  num_oov_buckets: int = 1
-  sequence_length: int = 20
+  dataset: str = setting("shakespeare", "federated text: shakespeare | stackoverflow[:max_clients=N] (TFF's "
+                         "SQLite file in --data_dir) | jsonl:PATH | textdir:PATH (see docs/data.md)")
+  data_dir: Optional[str] = setting(None, "where corpora are cached (default: ~/.cache/tff_research)")
+  min_words: int = setting(20, "jsonl:/textdir: drop clients with fewer words than this")
+  train_fraction: float = setting(0.8, "jsonl:/textdir: share of texts, clients or windows that trains, in (0, 1)")
+  split: str = setting("auto", "jsonl:/textdir: train/test split: auto (by_text where enough clients have two or "
+                       "more texts, else by_client), by_text, by_client (hold out whole clients), by_window (last "
+                       "token windows of each client); see docs/data.md")
+  text_unit: str = setting("line", "textdir: a text is a line, or a blank-line separated paragraph "
+                           "(hard-wrapped prose)")
+  vocab_size: int = setting(10000, "next_word: number of words in the vocabulary (most frequent train words); "
+                            "next_char uses TFF's 86 characters")
+  num_oov_buckets: int = setting(1, "next_word: out-of-vocabulary buckets (next_char has one, as TFF)")
+  sequence_length: int = setting(20, "tokens (words, or characters for next_char) per training sequence")
   # Model.
-  embedding_size: int = 96
-  latent_size: int = 670
-  num_layers: int = 1
-  cell: str = "lstm"
-  output_bias_init: str = "zeros"   # or "unigram": log word frequencies of the train clients
+  embedding_size: int = setting(96, "token embedding size")
+  latent_size: int = setting(670, "LSTM/CIFG units")
+  num_layers: int = setting(1, "recurrent layers")
+  cell: str = setting("lstm", "recurrent cell: lstm, or cifg (Hard et al. 2018)", ("lstm", "cifg"))
+  output_bias_init: str = setting("zeros", "zeros, or unigram: start the output bias at log token frequencies "
+                                  "of the train clients", ("zeros", "unigram"))
   # Algorithm.
-  algorithm: str = "fedavg"
-  client_optimizer: str = "sgd"
-  client_learning_rate: float = 0.5
-  server_optimizer: str = "sgd"
-  server_learning_rate: float = 1.0
-  server_momentum: float = 0.9
-  server_epsilon: float = 1e-3
-  server_beta_2: float = 0.99           # adam, yogi
-  server_initial_accumulator: float = 0.1  # adagrad
-  aggregator: str = "plain"
-  secure_neighbors: int = 0       # 0 = the smallest degree the Bell et al. bound allows
-  secure_threshold: int = 0       # 0 = chosen within the bound
-  secure_max_dropout: float = 0.1  # delta: fraction of a round's clients the protocol lets drop
-  secure_max_corrupt: float = 0.05  # gamma: fraction of corrupt clients it withstands
-  secure_prg: str = "aes-ctr"     # mask PRG: aes-ctr (cryptographic) or philox (fast, not cryptographic)
-  secure_clip: float = 100.0     # bound on each coordinate of (num_examples x model delta)
-  secure_bits: int = 0            # 0 = 16 or 21 when they hold the clients' sum finely enough, else 32
-  dropout_rate: float = 0.0
+  algorithm: str = setting("fedavg", "fedavg or fedsgd", ("fedavg", "fedsgd"))
+  client_optimizer: str = setting("sgd", "client optimizer", ("sgd", "sgdm", "adam"))
+  client_learning_rate: float = setting(0.5, "client learning rate")
+  server_optimizer: str = setting("sgd", "server optimizer: sgd (FedAvg), sgdm (FedAvgM), adagrad, adam, yogi",
+                                  ("sgd", "sgdm", "adagrad", "adam", "yogi"))
+  server_learning_rate: float = setting(1.0, "server learning rate")
+  server_momentum: float = setting(0.9, "server momentum (sgdm)")
+  server_epsilon: float = setting(1e-3, "server epsilon / tau (adagrad, adam, yogi)")
+  server_beta_2: float = setting(0.99, "server second-moment decay (adam, yogi)")
+  server_initial_accumulator: float = setting(0.1, "server adagrad's initial accumulator (TFF's default 0.1)")
+  aggregator: str = setting("plain", "plain (TFF's weighted mean) or secure (pairwise-masked secure sum)",
+                            ("plain", "secure"))
+  secure_neighbors: int = setting(0, "secure sum: masking neighbours per client k, even (SecAgg+), checked "
+                                  "against the Bell et al. bound; 0 = the smallest safe k; >= clients_per_round "
+                                  "- 1 = the complete graph (SecAgg)")
+  secure_threshold: int = setting(0, "secure sum: Shamir threshold t, checked against the bound (0 = chosen "
+                                  "within it)")
+  secure_max_dropout: float = setting(0.1, "secure sum: the fraction of a round's clients that may drop (delta); "
+                                      "sets k and t, and a round with more dropouts is refused on a SecAgg+ graph")
+  secure_max_corrupt: float = setting(0.05, "secure sum: the fraction of clients that may collude with the server "
+                                      "(gamma); sets k and t")
+  secure_prg: str = setting("aes-ctr", "secure sum: mask PRG, aes-ctr (AES-128-CTR, cryptographic) or philox "
+                            "(fast, not cryptographic)", ("aes-ctr", "philox"))
+  secure_clip: float = setting(100.0, "secure sum: clip each coordinate of (num_examples x model delta) to "
+                               "[-c, c] before quantization")
+  secure_bits: int = setting(0, "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked "
+                             "64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where they hold the "
+                             "clients' sum with >= 2^9 levels per client, else 32")
+  dropout_rate: float = setting(0.0, "secure sum: simulated fraction of sampled clients that drop after sharing "
+                                "keys (at most --secure_max_dropout)")
   # Loop.
-  rounds: int = 10
-  clients_per_round: int = 10
-  client_epochs: int = 1
-  client_batch_size: int = 16
-  max_elements_per_client: int = 64   # sequences per client per round; 0 = all
-  eval_every: int = 5
-  eval_clients: int = 100
-  eval_batch_size: int = 64
-  seed: int = 0
+  rounds: int = setting(10, "total rounds (a resumed run continues up to this)")
+  clients_per_round: int = setting(10, "clients sampled uniformly each round")
+  client_epochs: int = setting(1, "local epochs per round")
+  client_batch_size: int = setting(16, "local batch size")
+  max_elements_per_client: int = setting(64, "sequences per client per round (0 = all)")
+  eval_every: int = setting(5, "evaluate on test clients every this many rounds (and at the end)")
+  eval_clients: int = setting(100, "test clients in the evaluation sample (0 = all)")
+  eval_batch_size: int = setting(64, "evaluation batch size")
+  seed: int = setting(0, "seed for sampling, batch order and initial weights")
   # Output.
-  output_dir: str = "results"
-  experiment_name: str = "shakespeare_fedavg"
+  output_dir: str = setting("results", "root directory of runs")
+  experiment_name: str = setting("shakespeare_fedavg", "run directory name under output_dir")
 
   @property
   def run_dir(self) -> str:
@@ -91,12 +119,10 @@ class ExperimentConfig:
       raise ValueError(f"--secure_bits must be 0 (choose) or in [2, 32], got {self.secure_bits}")
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
-    choices = {"task": TASKS, "algorithm": ("fedavg", "fedsgd"), "aggregator": ("plain", "secure"),
-               "server_optimizer": ("sgd", "sgdm", "adagrad", "adam", "yogi"),
-               "client_optimizer": ("sgd", "sgdm", "adam"), "cell": ("lstm", "cifg"),
-               "output_bias_init": ("zeros", "unigram"), "secure_prg": ("aes-ctr", "philox")}
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
+    for field in dataclasses.fields(self):
+      allowed = field.metadata.get("choices")
+      name = field.name
+      if allowed and getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
     if self.aggregator == "secure" and self.algorithm != "fedavg":
       raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
@@ -191,18 +217,27 @@ class ExperimentConfig:
                                   kernel_initializer="he_normal" if char else "glorot_uniform")
 
 
-TASKS = ("next_word", "next_char")
 _CORPUS_OPTIONS = ("min_words", "train_fraction", "split", "text_unit")
 
 # Named starting points; flags given explicitly override them.
 PRESETS: dict[str, ExperimentConfig] = {
-    # `make demo`: FedAdam (Reddi et al. 2021) on Shakespeare with a smaller LSTM,
-    # a few minutes on 2 cores.
+    # `make demo`: FedAdam (Reddi et al. 2021) on Shakespeare, sized to learn
+    # the most in about three minutes on 2 cores (BENCHMARKS.md "Reference run"):
+    # a 5,000-word vocabulary, embedding 64, LSTM 128, 120 rounds of 10 clients
+    # at batch 4 (the median role has about 8 train windows, so batch 16 would
+    # be one step a round), the word-level experiments' learning rates.
     "demo": ExperimentConfig(
+        vocab_size=5000, embedding_size=64, latent_size=128, output_bias_init="unigram", rounds=120,
+        clients_per_round=10, max_elements_per_client=64, client_batch_size=4, client_learning_rate=10 ** -0.5,
+        server_optimizer="adam", server_learning_rate=10 ** -1.5, server_epsilon=1e-5,
+        eval_every=40, eval_clients=100, experiment_name="shakespeare_fedavg"),
+    # The benchmarks' model (secure aggregation, memory, remote workers): FedAdam
+    # with a 10,000-word vocabulary and LSTM 256 at batch 16.
+    "reference": ExperimentConfig(
         vocab_size=10000, latent_size=256, output_bias_init="unigram", rounds=40,
         clients_per_round=10, max_elements_per_client=64, client_learning_rate=1.0,
         server_optimizer="adam", server_learning_rate=0.02, server_epsilon=1e-5,
-        eval_every=10, eval_clients=100, experiment_name="shakespeare_fedavg",
+        eval_every=10, eval_clients=100, experiment_name="reference",
         # --aggregator=secure: the largest |num_examples x delta| measured over
         # 20 rounds x 10 clients of this preset was 8.6 (BENCHMARKS.md).
         secure_clip=16.0),

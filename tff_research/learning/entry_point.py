@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from tff_research.learning.config import ExperimentConfig
 
@@ -32,6 +32,36 @@ def error_line(error: BaseException) -> str:
   return text[0] if text else type(error).__name__
 
 
+def run_guarded(body: Callable[[], Any], kept: str) -> int:
+  """Runs a command's `body`; returns its exit status, whatever way it ends.
+
+  Args:
+    body: the command's work; it installs the TFF runtime it needs.
+    kept: what a stopped command leaves behind, said after Ctrl-C or SIGTERM.
+
+  Returns:
+    0; or EXIT_USAGE after one line naming bad input; or EXIT_INTERRUPTED after
+    Ctrl-C. SIGTERM exits with EXIT_TERMINATED (see runtime.workers). The TFF
+    workers this process started are stopped on every path.
+  """
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  try:
+    body()
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; {kept}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except SystemExit as e:  # SIGTERM (a scheduler preempting the job), see runtime.workers
+    if e.code == EXIT_TERMINATED:
+      print(f"\nterminated (SIGTERM); {kept}", file=sys.stderr)
+    raise
+  except user_errors() as e:
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    return EXIT_USAGE
+  finally:
+    runtime.shutdown()
+  return 0
+
+
 def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
                              verbose: bool = False, progress: bool = True, plot: bool = True,
                              max_concurrent_computation_calls: Optional[int] = None) -> int:
@@ -43,28 +73,22 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   except ValueError as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
     return EXIT_USAGE
-  rounds_done = None
-  try:
+  outcome = {}
+
+  def train():
     from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
     if workers:
       runtime.use_remote_workers(workers.split(","))
     else:
       runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls)
-    result = experiment.run_experiment(config, progress=progress, plot=plot, data=data)
-    rounds_done = result.run.rounds_completed
-  except KeyboardInterrupt:
-    print(f"\ninterrupted; {_saved_so_far(config)}", file=sys.stderr)
-    return EXIT_INTERRUPTED
-  except SystemExit as e:  # SIGTERM (a scheduler preempting the job), see runtime.workers
-    if e.code == EXIT_TERMINATED:
-      print(f"\nterminated (SIGTERM); {_saved_so_far(config)}", file=sys.stderr)
-    raise
-  except user_errors() as e:
-    print(f"error: {error_line(e)}", file=sys.stderr)
-    return EXIT_USAGE
-  finally:
-    runtime.shutdown()
+    outcome["result"] = experiment.run_experiment(config, progress=progress, plot=plot, data=data)
+
+  status = run_guarded(train, _saved_so_far(config))
+  if status:
+    return status
+  result = outcome["result"]
+  rounds_done = result.run.rounds_completed
   final = result.run.final_eval
   print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
   excluded = "padding" if config.task == "next_char" else "pad/OOV/BOS/EOS"

@@ -13,9 +13,11 @@ from tff_research.data import datasets as datasets_lib
 from tff_research.data import next_char
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
+from tff_research.learning import evaluation
+from tff_research.learning import model_fn as model_fn_lib
 from tff_research.learning import process as process_lib
 from tff_research.learning import training_loop
-from tff_research.learning.config import PRESETS, ExperimentConfig  # pylint: disable=unused-import
+from tff_research.learning.config import ExperimentConfig  # pylint: disable=unused-import
 from tff_research.models import nwp as nwp_models
 
 VOCAB_FILE = "vocab.json"
@@ -46,22 +48,41 @@ def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData
   return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
 
 
-def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> process_lib.ModelFn:
-  """The configured NWP model for `data`, as the `model_fn` TFF's builders take."""
+def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> model_fn_lib.ModelFn:
+  """The configured model for `data`, as the `model_fn` TFF's builders take.
+
+  Args:
+    config: the run's model settings and seed.
+    data: the run's data (vocabulary size, element spec, ids accuracy leaves out).
+
+  Returns:
+    A `model_fn.NWPModelFn`.
+  """
   model_config = config.model_config(data.vocab.size)
   output_bias = None
   if config.output_bias_init == "unigram":
     # A statistic of the train clients' data, computed centrally: a simulation
     # shortcut (a deployment would estimate it with a federated count).
     output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
-  return process_lib.build_model_fn(model_config, data.element_spec, data.accuracy_excluded_ids,
+  return model_fn_lib.build_model_fn(model_config, data.element_spec, data.accuracy_excluded_ids,
                                     data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
                    log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None
                    ) -> ExperimentResult:
-  """Trains (or resumes) the configured run; returns its metrics and final model weights."""
+  """Trains (or resumes) the configured run.
+
+  Args:
+    config: every setting of the run (validated here).
+    progress: show a progress bar.
+    plot: write learning_curve.png into the run directory.
+    log: where lines go without a progress bar.
+    data: the run's data, if already loaded (`load_nwp_data(config)`).
+
+  Returns:
+    The run's metrics, final model weights, data, unigram baseline and plot path.
+  """
   config.validate()
   data = data or load_nwp_data(config)
   loop_config = config.loop_config()
@@ -70,7 +91,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
                      f"{len(data.train_client_ids)} train clients of {data.name}")
   model_fn = build_model_fn(config, data)
   training_process = process_lib.build_training_process(model_fn, config.algorithm_config())
-  evaluation_process = process_lib.build_evaluation_process(model_fn)
+  evaluation_process = evaluation.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)
   run = training_loop.run_federated_training(
       training_process, evaluation_process, data, loop_config, config.run_dir, hparams,

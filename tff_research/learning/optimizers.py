@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 SERVER_OPTIMIZERS = ("sgd", "sgdm", "adagrad", "adam", "yogi")
@@ -52,10 +53,8 @@ def build_optimizer(config: OptimizerConfig, allowed: tuple[str, ...] = SERVER_O
                                             beta_2=config.beta_2, epsilon=config.epsilon)
 
 
-
-def build_keras_optimizer(config: OptimizerConfig) -> "tf.keras.optimizers.Optimizer":
+def build_keras_optimizer(config: OptimizerConfig) -> tf.keras.optimizers.Optimizer:
   """The Keras optimizer with the same update rule, for centralized baselines."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not config.learning_rate > 0:
     raise ValueError(f"learning rate must be positive, got {config.learning_rate}")
   lr = config.learning_rate

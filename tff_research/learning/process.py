@@ -1,4 +1,4 @@
-"""Builders for the NWP model function and the federated learning processes.
+"""Builders of the federated learning processes (the model function: model_fn.py; evaluation: evaluation.py).
 
 `build_training_process` returns an object with the `tff.learning`
 LearningProcess calling shape (`initialize`, `next(state, datasets)`,
@@ -9,15 +9,14 @@ our pairwise-masked secure sum), so the training loop treats them alike.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any
 
 import tensorflow_federated as tff
 
+from tff_research.aggregation import secure_fed_avg
+from tff_research.learning import model_fn as model_fn_lib
 from tff_research.learning import optimizers as optimizers_lib
-from tff_research.metrics import nwp_metrics
-from tff_research.models import nwp as nwp_models
 from tff_research.runtime import resident
-from tff_research.runtime.eager import in_eager_mode
 
 ALGORITHMS = ("fedavg", "fedsgd")
 AGGREGATORS = ("plain", "secure")
@@ -25,7 +24,7 @@ AGGREGATORS = ("plain", "secure")
 # "reduce" (TFF's default) is `dataset.reduce`, whose body function TF
 # instantiates and optimizes anew on every call, i.e. for every client of every
 # round; "iterator" is a loop over `iter(dataset)` that lives in the
-# computation's own graph, built once per session. Same batches, same steps.
+# computation's own graph, built once per process. Same batches, same steps.
 LOOP_IMPLEMENTATIONS = ("iterator", "reduce")
 
 
@@ -34,65 +33,6 @@ def loop_implementation(name: str) -> tff.learning.LoopImplementation:
     raise ValueError(f"unknown loop implementation {name!r}; choose one of: {', '.join(LOOP_IMPLEMENTATIONS)}")
   return (tff.learning.LoopImplementation.DATASET_ITERATOR if name == "iterator"
           else tff.learning.LoopImplementation.DATASET_REDUCE)
-
-ModelFn = Callable[[], tff.learning.models.VariableModel]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class NWPModelFn:
-  """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
-
-  TFF calls it inside its computations, where the model's variable
-  initializers run on every call (every client of every round, every
-  evaluation client) only to be overwritten by the broadcast weights. So the
-  model it builds has zeros initializers, and the real initial weights come
-  from `initial_weights()` (the same seeded initializers, run once in Python);
-  `build_training_process` puts them into the initial server state. Same
-  initial weights as before, bit for bit (tests/test_training.py), without a
-  QR decomposition per client.
-  """
-
-  model_config: nwp_models.ModelConfig
-  element_spec: Any
-  special_ids: tuple[int, ...]
-  pad_id: int = 0
-  seed: Optional[int] = 0
-  output_bias: Any = None
-  initialize_in_graph: bool = False
-
-  def __call__(self) -> tff.learning.models.VariableModel:
-    keras_model = nwp_models.build_nwp_model(self.model_config, seed=self.seed, output_bias=self.output_bias,
-                                             initialize=self.initialize_in_graph)
-    return tff.learning.models.from_keras_model(
-        keras_model,
-        loss=nwp_metrics.MaskedSparseCategoricalCrossentropy(self.pad_id),
-        input_spec=self.element_spec,
-        metrics=nwp_metrics.build_nwp_metrics(self.special_ids, self.pad_id),
-    )
-
-  def initial_weights(self) -> tff.learning.models.ModelWeights:
-    """The seeded initial weights, in the order of the TFF model's variables."""
-    build = in_eager_mode(nwp_models.build_nwp_model)
-    keras_model = build(self.model_config, seed=self.seed, output_bias=self.output_bias)
-    return tff.learning.models.ModelWeights(
-        trainable=[v.numpy() for v in keras_model.trainable_weights],
-        non_trainable=[v.numpy() for v in keras_model.non_trainable_weights])
-
-
-def build_model_fn(model_config: nwp_models.ModelConfig, element_spec: Any,
-                   special_ids: tuple[int, ...], pad_id: int = 0,
-                   seed: Optional[int] = 0, output_bias=None,
-                   initialize_in_graph: bool = False) -> NWPModelFn:
-  """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
-
-  With a `seed`, the initial weights are the same in every run; `output_bias`
-  initializes the logits' bias (see `models.nwp.unigram_log_prior`).
-  `initialize_in_graph=True` keeps the real initializers inside TFF's
-  computations (the slower behaviour of earlier versions, kept for comparison).
-  """
-  return NWPModelFn(model_config, element_spec, special_ids, pad_id, seed, output_bias,
-                    initialize_in_graph)
-
 
 class _WithInitialWeights:
   """A learning process whose `initialize()` starts from given model weights."""
@@ -166,22 +106,30 @@ class ResidentStateProcess:
     return getattr(self._process, name)
 
 
-def build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True):
+def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True):
   """The learning process for `config` (see module docstring for its interface).
 
-  `keep_state_on_worker` (default) keeps the server state on the TFF worker
-  between rounds (`ResidentStateProcess`); False sends it to Python and back
-  every round, as calling a `tff.learning` process directly does.
+  Args:
+    model_fn: a no-arg model builder (`model_fn.build_model_fn`); an `NWPModelFn`
+      puts its seeded initial weights into the initial state.
+    config: the algorithm, optimizers and aggregator.
+    keep_state_on_worker: keep the server state on the TFF worker between
+      rounds (`ResidentStateProcess`); False sends it to Python and back every
+      round, as calling a `tff.learning` process directly does.
+
+  Returns:
+    An object with `initialize`, `next(state, datasets)`, `get_model_weights`
+    and `set_model_weights`.
   """
   process = _build_training_process(model_fn, config, keep_state_on_worker)
-  if isinstance(model_fn, NWPModelFn) and not model_fn.initialize_in_graph:
+  if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
     process = _WithInitialWeights(process, model_fn.initial_weights())
   if keep_state_on_worker and config.aggregator != "secure":
     process = ResidentStateProcess(process)
   return process
 
 
-def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool):
+def _build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool):
   server_optimizer = optimizers_lib.build_optimizer(config.server_optimizer)
   loop = loop_implementation(config.loop)
   if config.algorithm == "fedsgd":
@@ -189,7 +137,6 @@ def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_sta
                                                  loop_implementation=loop)
   client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
   if config.aggregator == "secure":
-    from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
     secure = dataclasses.replace(config.secure or secure_fed_avg.SecureAggregationConfig(),
                                  loop_implementation=loop_implementation(config.loop),
                                  keep_state_on_worker=keep_state_on_worker)
@@ -198,32 +145,3 @@ def _build_training_process(model_fn: ModelFn, config: AlgorithmConfig, keep_sta
   return tff.learning.algorithms.build_weighted_fed_avg(
       model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer,
       loop_implementation=loop)
-
-
-def build_evaluation_process(model_fn: ModelFn, loop: str = "iterator"):
-  """Federated evaluation (`tff.learning.algorithms.build_fed_eval`)."""
-  return tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=loop_implementation(loop))
-
-
-def evaluate(eval_process, eval_state, model_weights, datasets) -> tuple[Any, dict[str, float]]:
-  """Runs federated evaluation of `model_weights` on `datasets`; returns (state, metrics)."""
-  eval_state = eval_process.set_model_weights(eval_state, model_weights)
-  output = eval_process.next(eval_state, datasets)
-  metrics = output.metrics["client_work"]["eval"]["current_round_metrics"]
-  return output.state, {k: float(v) for k, v in metrics.items()}
-
-
-def train_metrics(process_metrics) -> dict[str, float]:
-  """The flat training metrics of one round from a process's `metrics` output."""
-  flat = {}
-  client_work = process_metrics.get("client_work", {})
-  train = client_work.get("train", client_work)
-  for key, value in train.items():
-    flat[key] = float(value)
-  return flat
-
-
-def secure_aggregation_metrics(process_metrics) -> dict[str, float]:
-  """Per-round costs of the secure sum (clipped values, dropped clients, upload bytes), if any."""
-  return {k: float(v) for k, v in (process_metrics.get("secure_aggregation") or {}).items()}
-

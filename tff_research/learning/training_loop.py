@@ -17,19 +17,24 @@ run computes exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import csv
 import dataclasses
 import json
 import math
 import os
+import signal
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow_federated as tff
+from tqdm.auto import tqdm
 
+from tff_research.aggregation.protocol import SecureAggregationError
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
-from tff_research.learning import process as process_lib
+from tff_research.learning import evaluation
 from tff_research.runtime import resident
 
 CHECKPOINT_PREFIX = "round_"
@@ -78,7 +83,6 @@ def _run_sync(coroutine):
     asyncio.get_running_loop()
   except RuntimeError:
     return asyncio.run(coroutine)
-  import concurrent.futures  # pylint: disable=g-import-not-at-top
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     return pool.submit(asyncio.run, coroutine).result()
 
@@ -124,6 +128,47 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
   return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
 
 
+class _RunFiles:
+  """Where a run's outputs go: checkpoints, metrics.csv and TensorBoard events."""
+
+  def __init__(self, run_dir: str, keep_checkpoints: int):
+    self.run_dir = run_dir
+    self.states = checkpoints.AtomicFileProgramStateManager(
+        os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX, keep_total=keep_checkpoints,
+        keep_first=False)
+    self.metrics_path = os.path.join(run_dir, "metrics.csv")
+    self._csv = tff.program.CSVFileReleaseManager(self.metrics_path, key_fieldname="round")
+    self._tensorboard = tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))
+
+  def restore(self, initial_state) -> tuple[Any, int]:
+    """The latest checkpointed state and its round, or (initial_state, 0)."""
+    state, round_num = _run_sync(self.states.load_latest(initial_state))
+    return (initial_state, 0) if state is None else (state, round_num)
+
+  def record(self, record: dict[str, Any], round_num: int, state) -> None:
+    """Metrics first, then the checkpoint: a crash between them re-records the round once (see module doc)."""
+    _run_sync(self._csv.release(record, key=round_num))
+    _run_sync(self._tensorboard.release(record, key=round_num))
+    _inject_fault("before_checkpoint", round_num)
+    _run_sync(self.states.save(resident.fetch(state), round_num))
+
+
+class _Evaluator:
+  """Federated evaluation of a state's model on the run's fixed test clients."""
+
+  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig):
+    self.client_ids = eval_client_ids(data, config)
+    spec = nwp.ClientSpec(1, config.eval_batch_size, None, shuffle=False)
+    self._datasets = data.client_datasets(self.client_ids, spec, split="test")
+    self._training_process, self._process = training_process, evaluation_process
+    self._state = evaluation_process.initialize()
+
+  def __call__(self, state) -> dict[str, float]:
+    weights = self._training_process.get_model_weights(state)
+    self._state, metrics = evaluation.evaluate(self._process, self._state, weights, self._datasets)
+    return _finite(metrics)
+
+
 def run_federated_training(
     training_process,
     evaluation_process,
@@ -137,88 +182,82 @@ def run_federated_training(
 ) -> RunResult:
   """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
 
-  `hparams` are the run's settings (a rerun with others is refused);
-  `hparam_defaults` are the values of settings an older run did not record.
+  Args:
+    training_process: a learning process (`process.build_training_process`).
+    evaluation_process: its federated evaluation (`evaluation.build_evaluation_process`).
+    data: the clients' token windows.
+    config: rounds, sampling, client batches, evaluation.
+    run_dir: where the run's files live (see the module docstring).
+    hparams: the run's settings, written to hparams.json; a rerun with others is refused.
+    progress: show a progress bar.
+    log: where lines go without a progress bar.
+    hparam_defaults: the values of settings an older run did not record.
+
+  Returns:
+    The rounds run, the final evaluation, each round's metrics and the final model weights.
   """
   start_time = time.time()
   os.makedirs(run_dir, exist_ok=True)
   _write_hparams(run_dir, hparams or {}, hparam_defaults or {})
-  state_manager = checkpoints.AtomicFileProgramStateManager(
-      os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX,
-      keep_total=config.keep_checkpoints, keep_first=False)
-  csv_manager = tff.program.CSVFileReleaseManager(
-      os.path.join(run_dir, "metrics.csv"), key_fieldname="round")
-  tensorboard_manager = tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))
-
-  initial_state = training_process.initialize()
-  state, resumed_from = _run_sync(state_manager.load_latest(initial_state))
-  if state is None:
-    state, resumed_from = initial_state, 0
-  elif resumed_from >= config.rounds:
+  files = _RunFiles(run_dir, config.keep_checkpoints)
+  state, resumed_from = files.restore(training_process.initialize())
+  if resumed_from >= config.rounds:
     log(f"Run in {run_dir} is already complete at round {resumed_from} (asked for {config.rounds}); "
         "reporting its final evaluation.")
-  else:
+  elif resumed_from:
     log(f"Resuming from the round-{resumed_from} checkpoint in {run_dir}; "
         f"continuing at round {resumed_from + 1} of {config.rounds}.")
-
-  train_ids = data.train_client_ids
-  eval_ids = eval_client_ids(data, config)
-  eval_spec = nwp.ClientSpec(1, config.eval_batch_size, None, shuffle=False)
-  eval_datasets = data.client_datasets(eval_ids, eval_spec, split="test")
-  eval_state = evaluation_process.initialize()
-
-  def evaluate(current_state) -> dict[str, float]:
-    nonlocal eval_state
-    eval_state, metrics = process_lib.evaluate(
-        evaluation_process, eval_state, training_process.get_model_weights(current_state), eval_datasets)
-    return _finite(metrics)
-
+  evaluate = _Evaluator(training_process, evaluation_process, data, config)
   history: list[dict[str, float]] = []
   final_eval: dict[str, float] = {}
   rounds = range(resumed_from + 1, config.rounds + 1)
-  bar = None
-  if progress and len(rounds):
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True)
+  bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
+      progress and len(rounds)) else None
   try:
     for round_num in rounds:
-      round_start = time.time()
-      client_ids = sample_clients(train_ids, config.clients_per_round, config.seed, round_num)
-      datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
-      output = _next_with_retries(training_process, state, datasets, round_num, log)
-      state = output.state
-      record: dict[str, Any] = {"train": _finite(process_lib.train_metrics(output.metrics))}
-      secure = process_lib.secure_aggregation_metrics(output.metrics)
-      if secure:
-        record["secure"] = secure
-      record["round_seconds"] = time.time() - round_start
+      state, record = _train_round(training_process, state, data, config, round_num, log)
       if round_num % config.eval_every == 0 or round_num == config.rounds:
-        final_eval = evaluate(state)
-        record["eval"] = final_eval
-      _run_sync(csv_manager.release(record, key=round_num))
-      _run_sync(tensorboard_manager.release(record, key=round_num))
-      _inject_fault("before_checkpoint", round_num)
-      _run_sync(state_manager.save(resident.fetch(state), round_num))
-      flat = _flatten(record)
-      flat["round"] = round_num
-      history.append(flat)
-      line = f"round {round_num}/{config.rounds}: {_postfix(flat)} ({record['round_seconds']:.1f} s)"
-      if bar is not None:
-        bar.update(1)
-        bar.set_postfix_str(_postfix(flat))
-        bar.write(line)
-      else:
-        log(line)
+        final_eval = record["eval"] = evaluate(state)
+      files.record(record, round_num, state)
+      history.append(_report(record, round_num, config.rounds, bar, log))
   finally:
     if bar is not None:
       bar.close()
   if not final_eval and not len(rounds):
-    final_eval = _recorded_eval(os.path.join(run_dir, "metrics.csv"), resumed_from)
+    final_eval = _recorded_eval(files.metrics_path, resumed_from)
   if not final_eval:
     final_eval = evaluate(state)
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
                    resumed_from, final_eval, history,
-                   training_process.get_model_weights(state), time.time() - start_time, eval_ids)
+                   training_process.get_model_weights(state), time.time() - start_time, evaluate.client_ids)
+
+
+def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int, log):
+  """One round on its sampled clients; returns the new state and the round's record."""
+  round_start = time.time()
+  client_ids = sample_clients(data.train_client_ids, config.clients_per_round, config.seed, round_num)
+  datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
+  output = _next_with_retries(training_process, state, datasets, round_num, log)
+  record: dict[str, Any] = {"train": _finite(evaluation.train_metrics(output.metrics))}
+  secure = evaluation.secure_aggregation_metrics(output.metrics)
+  if secure:
+    record["secure"] = secure
+  record["round_seconds"] = time.time() - round_start
+  return output.state, record
+
+
+def _report(record: dict[str, Any], round_num: int, rounds: int, bar, log) -> dict[str, float]:
+  """Shows a finished round on the progress bar or the log; returns its flat metrics."""
+  flat = _flatten(record)
+  flat["round"] = round_num
+  line = f"round {round_num}/{rounds}: {_postfix(flat)} ({record['round_seconds']:.1f} s)"
+  if bar is not None:
+    bar.update(1)
+    bar.set_postfix_str(_postfix(flat))
+    bar.write(line)
+  else:
+    log(line)
+  return flat
 
 
 MAX_ROUND_ATTEMPTS = 5
@@ -233,7 +272,6 @@ def _inject_fault(point: str, round_num: int) -> None:
   """
   spec = os.environ.get(FAULT_ENV)
   if spec and spec == f"{point}:{round_num}":
-    import signal  # pylint: disable=g-import-not-at-top
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -243,7 +281,6 @@ def _next_with_retries(training_process, state, datasets, round_num: int, log):
   The refused round releases nothing and leaves the state as it was; the
   retry draws new dropouts, as a real deployment would start the round over.
   """
-  from tff_research.aggregation.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
   for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
     try:
       return training_process.next(state, datasets)
@@ -281,7 +318,6 @@ def _postfix(flat: dict[str, float]) -> str:
 
 def read_metrics_csv(path: str) -> list[dict[str, float]]:
   """metrics.csv as a list of rows (empty cells dropped), for plots and tests."""
-  import csv  # pylint: disable=g-import-not-at-top
   rows = []
   with open(path, encoding="utf-8", newline="") as f:
     for row in csv.DictReader(f):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -101,24 +100,14 @@ def main(names, scale: str, output_dir: str, data_dir: Optional[str], verbose: b
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import entry_point  # pylint: disable=g-import-not-at-top
   runtime.configure_logging(verbose)
-  try:
+
+  def run_all():
     if scale not in common.SCALES:
       raise ValueError(f"--scale={scale!r} is not one of: {', '.join(common.SCALES)}")
-    runtime.use_local_runtime()
     if until_round is not None and until_round < 1:
       raise ValueError(f"--until_round must be positive, got {until_round}")
+    runtime.use_local_runtime()
     for name in names:
       run(name, scale, output_dir, data_dir, until_round=until_round)
-  except KeyboardInterrupt:
-    print(f"\ninterrupted; {_KEPT}", file=sys.stderr)
-    return entry_point.EXIT_INTERRUPTED
-  except SystemExit as e:  # SIGTERM, see runtime.workers
-    if e.code == entry_point.EXIT_TERMINATED:
-      print(f"\nterminated (SIGTERM); {_KEPT}", file=sys.stderr)
-    raise
-  except entry_point.user_errors() as e:
-    print(f"error: {entry_point.error_line(e)}", file=sys.stderr)
-    return entry_point.EXIT_USAGE
-  finally:
-    runtime.shutdown()
-  return 0
+
+  return entry_point.run_guarded(run_all, _KEPT)

@@ -1,4 +1,22 @@
 """Execution contexts and the TFF worker processes they own."""
-from tff_research.runtime.context import local_runtime, shutdown, use_local_runtime, use_remote_workers
+from tff_research.runtime.context import local_runtime
+from tff_research.runtime.context import shutdown
+from tff_research.runtime.context import use_local_runtime
+from tff_research.runtime.context import use_remote_workers
 from tff_research.runtime.logs import configure_logging
-from tff_research.runtime.workers import ManagedWorker, WorkerError, running_worker_pids, stop_all_workers
+from tff_research.runtime.workers import ManagedWorker
+from tff_research.runtime.workers import WorkerError
+from tff_research.runtime.workers import running_worker_pids
+from tff_research.runtime.workers import stop_all_workers
+
+__all__ = [
+    "local_runtime",
+    "shutdown",
+    "use_local_runtime",
+    "use_remote_workers",
+    "configure_logging",
+    "ManagedWorker",
+    "WorkerError",
+    "running_worker_pids",
+    "stop_all_workers",
+]

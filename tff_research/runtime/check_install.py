@@ -13,8 +13,8 @@ EXPECTED_COMPLAINTS = ("requirement jax==0.4.14", "requirement jaxlib==0.4.14")
 
 def unexpected_pip_check_lines() -> list[str]:
   result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
-  lines = [l for l in result.stdout.splitlines() if l.strip() and "No broken requirements" not in l]
-  return [l for l in lines if not any(e in l for e in EXPECTED_COMPLAINTS)]
+  lines = [line for line in result.stdout.splitlines() if line.strip() and "No broken requirements" not in line]
+  return [line for line in lines if not any(e in line for e in EXPECTED_COMPLAINTS)]
 
 
 def main() -> int:

@@ -69,8 +69,8 @@ def _worker_stub_class():
 
   TFF frees a worker's values from `weakref.finalize` callbacks, which also run
   at interpreter exit. By then the worker may be gone: we stop it on every exit
-  path, Ctrl-C included, and a remote worker may have died. The failed free
-  used to print a gRPC traceback after the run's clean one-line message.
+  path, Ctrl-C included, and a remote worker may have died, and a failed free
+  would print a gRPC traceback after the run's clean one-line message.
   Freeing memory on a worker that no longer exists has nothing left to do, so
   a closed stub frees nothing and an unreachable worker's free is dropped.
   """

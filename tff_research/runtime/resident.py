@@ -30,6 +30,8 @@ import asyncio
 import threading
 from typing import Any, Callable, Iterable, Optional
 
+import tensorflow_federated as tff
+
 from tff_research.runtime import context as context_lib
 from tff_research.runtime import tff_internals
 
@@ -113,7 +115,6 @@ context_lib.on_shutdown(reset)
 
 
 def _executor_for(stub, clients: int):
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   key = (id(stub), clients)
   with _lock:
     executor = _executors.get(key)
@@ -125,7 +126,6 @@ def _executor_for(stub, clients: int):
 
 
 def _compile(comp):
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   compiled = _compiled.get(id(comp))
   if compiled is None or compiled[0] is not comp:
     compiled = (comp, tff.backends.native.desugar_and_transform_to_native(comp))
@@ -134,7 +134,6 @@ def _compile(comp):
 
 
 def _to_python(value, type_spec):
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   return tff.tensorflow.transform_result(tff_internals.type_conversions().type_to_py_container(value, type_spec))
 
 
@@ -174,7 +173,6 @@ async def _fetch_async(value: Any) -> Any:
 
 def _clients_of(args: Iterable[Any], types) -> Optional[int]:
   """CLIENTS cardinality of the call: from its Python arguments, else from its handles."""
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   from_python = {len(arg) for arg, t in zip(args, types)
                  if not isinstance(arg, Resident) and isinstance(t, tff.FederatedType)
                  and t.placement == tff.CLIENTS and not t.all_equal}
@@ -199,7 +197,6 @@ def call(comp, *args: Any, keep: Iterable[str] = (), meta: Optional[dict[str, di
   rounds as a one-call round's is, not twice as often; the worker then holds
   the first call's results of up to MAX_CHAIN rounds as well.
   """
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   keep = tuple(keep)
   meta = meta or {}
   parameter = comp.type_signature.parameter
@@ -236,7 +233,6 @@ def _call_in_context(comp, args, keep, meta, result_type):
 
 def _result_names(result_type, keep) -> list[str]:
   """The result's element names, checking that `keep` names some of them."""
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   names = [name for name, _ in tff.structure.iter_elements(result_type)]
   missing = set(keep) - set(names)
   if missing:
@@ -245,7 +241,6 @@ def _result_names(result_type, keep) -> list[str]:
 
 
 async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients, chain_step):
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   executor = _executor_for(stub, clients)
   values, chain = [], 0
   for arg, type_spec in zip(args, types):
@@ -286,7 +281,6 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
 
 def _assemble(parts, result_type):
   """The Python container of `result_type` around already converted elements."""
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   container = getattr(result_type, "python_container", None)
   if container is None:
     return tff.structure.Struct(parts)

@@ -7,7 +7,6 @@ stops the worker when this process ends.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 

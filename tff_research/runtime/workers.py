@@ -65,7 +65,7 @@ def _die_with_parent() -> None:
 
 
 # How the worker's glibc malloc is set up, chosen with TFF_RESEARCH_WORKER_MALLOC
-# (measured on the demo round, BENCHMARKS.md "Fourth session"):
+# (measured on the demo round, BENCHMARKS.md "Memory over long runs"):
 #
 # * "arena1" (default): MALLOC_ARENA_MAX=1. With glibc's defaults TF's many
 #   threads spread the per-client, model-sized tensors over up to 8 arenas
