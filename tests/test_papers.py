@@ -228,7 +228,7 @@ def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, s
   assert [t["method"] for t in char1["table"]] == ["fedsgd", "fedavg_e1_b10", "fedavg_e5_b10"]
   assert char1["paper"]["rounds"]["fedavg_e5_b10"] == 41
   char2 = summaries["adaptive_optimizers_char"]["analysis"]
-  assert sorted(char2["ranking"]) == ["FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedYogi"]
+  assert sorted(char2["ranking"]) == ["FedAdagrad", "FedAvg"]
   assert all(t["rounds"] == 2 for t in char2["table"])
   exp1 = summaries["fedavg_vs_fedsgd"]["analysis"]
   assert {t["label"] for t in exp1["table"]} >= {"fedsgd_lr1", "fedavg_E1_B4"}

@@ -222,12 +222,12 @@ _CORPUS_OPTIONS = ("min_words", "train_fraction", "split", "text_unit")
 # Named starting points; flags given explicitly override them.
 PRESETS: dict[str, ExperimentConfig] = {
     # `make demo`: FedAdam (Reddi et al. 2021) on Shakespeare, sized to learn
-    # the most in about three minutes on 2 cores (BENCHMARKS.md "Reference run"):
-    # a 5,000-word vocabulary, embedding 64, LSTM 128, 120 rounds of 10 clients
+    # the most in about three minutes on 2 cores (BENCHMARKS.md "make demo"):
+    # a 5,000-word vocabulary, embedding 64, LSTM 128, 80 rounds of 10 clients
     # at batch 4 (the median role has about 8 train windows, so batch 16 would
     # be one step a round), the word-level experiments' learning rates.
     "demo": ExperimentConfig(
-        vocab_size=5000, embedding_size=64, latent_size=128, output_bias_init="unigram", rounds=120,
+        vocab_size=5000, embedding_size=64, latent_size=128, output_bias_init="unigram", rounds=80,
         clients_per_round=10, max_elements_per_client=64, client_batch_size=4, client_learning_rate=10 ** -0.5,
         server_optimizer="adam", server_learning_rate=10 ** -1.5, server_epsilon=1e-5,
         eval_every=40, eval_clients=100, experiment_name="shakespeare_fedavg"),
