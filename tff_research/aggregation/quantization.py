@@ -306,6 +306,19 @@ class Quantizer:
     encoded = self.encode(value, material["rounding_seed"], multiplier)
     return self._reduce(masks.add_masks(encoded, material))
 
+  def checked_unmask_and_decode(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
+                                clients: tf.Tensor) -> tuple[Any, tf.Tensor]:
+    """`unmask_and_decode`, failing in the graph for more clients than the overflow bound covers.
+
+    The driver checks the count in Python first; this stops a direct call of
+    a server computation from decoding a sum that may have wrapped around.
+    """
+    check = tf.debugging.assert_less_equal(
+        clients, tf.constant(self.num_clients, tf.int32),
+        message=f"more clients than the {self.num_clients} the overflow bound was built for")
+    with tf.control_dependencies([check]):
+      return self.unmask_and_decode(tf.identity(masked_sum), correction, masks, clients)
+
   def unmask_and_decode(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
                         clients: tf.Tensor):
     """Removes the masks that `correction` (the server's material) rebuilds, decodes. Graph code.

@@ -165,13 +165,7 @@ def _server_stage(parts: _LearningParts, q: quantization.Quantizer, masks: prg_l
 
   @tff.tensorflow.computation(vec_type, np.int32, masks.server_material_type())
   def unmask_mean(masked, clients, correction):
-    # The driver checks the count in Python first; this stops a direct call
-    # from decoding a sum the overflow bound does not cover.
-    check = tf.debugging.assert_less_equal(
-        clients, tf.constant(q.num_clients, tf.int32),
-        message=f"more clients than num_clients={q.num_clients} (overflow bound)")
-    with tf.control_dependencies([check]):
-      value, clipped = q.unmask_and_decode(tf.identity(masked), correction, masks, clients)
+    value, clipped = q.checked_unmask_and_decode(masked, correction, masks, clients)
     total = tf.cast(value["weight"], tf.float32)
     mean = tf.nest.map_structure(lambda u: tf.math.divide_no_nan(u, total), value["weighted_update"])
     return collections.OrderedDict(mean_update=mean, weight=value["weight"], clipped=clipped)

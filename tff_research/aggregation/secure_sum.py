@@ -26,7 +26,6 @@ import dataclasses
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.aggregation import config as config_lib
@@ -74,13 +73,7 @@ def build_sum_computations(q: quantization.Quantizer, masks: prg_lib.MaskPrg) ->
 
   @tff.tensorflow.computation(vec_type, np.int32, server_type)
   def server_unmask(masked_sum, clients, correction):
-    # The driver checks the count in Python first; this stops a direct call
-    # from decoding a sum the overflow bound does not cover.
-    check = tf.debugging.assert_less_equal(
-        clients, tf.constant(q.num_clients, tf.int32),
-        message=f"more clients than the {q.num_clients} the overflow bound was built for")
-    with tf.control_dependencies([check]):
-      value, clipped = q.unmask_and_decode(tf.identity(masked_sum), correction, masks, clients)
+    value, clipped = q.checked_unmask_and_decode(masked_sum, correction, masks, clients)
     return collections.OrderedDict(value=value, clipped=clipped)
 
   values_type = tff.FederatedType(q.value_type, tff.CLIENTS)
