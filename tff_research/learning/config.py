@@ -12,9 +12,9 @@ from typing import Any, Optional
 TASKS = ("next_word", "next_char")
 
 
-def setting(default: Any, help: str, choices: Optional[tuple[str, ...]] = None) -> Any:  # noqa: A002
+def setting(default: Any, description: str, choices: Optional[tuple[str, ...]] = None) -> Any:
   """A config field whose flag help (and allowed values) live beside it."""
-  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+  return dataclasses.field(default=default, metadata={"help": description, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
