@@ -60,7 +60,7 @@ def plan(scale: str, num_train_clients: int) -> list[common.PlannedRun]:
           server_learning_rate=lr if algorithm == "fedsgd" else 1.0)
       runs.append(common.PlannedRun(method + suffix, config, {
           "method": method, "epochs": epochs, "batch_size": "all" if algorithm == "fedsgd" else batch,
-          "learning_rate": lr}))
+          "learning_rate": lr, "clients_per_round": config.clients_per_round}))
   return runs
 
 
@@ -95,7 +95,5 @@ def analyze(rows: list[dict[str, Any]], out_dir: str) -> dict[str, Any]:
 
 def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   planned = plan(context.scale, len(context.data.train_client_ids))
-  for run in planned:
-    run.params["clients_per_round"] = run.config.clients_per_round
   return common.run_staged(context, planned, lambda rows: analyze(rows, context.out_dir),
                            STAGE_ROUNDS[context.scale])

@@ -138,7 +138,7 @@ def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
            reached(t["rounds_to_fedsgd_final"]), t["train_seconds"]] for t in a["table"]]
   second = a.get("second_target")
   return "\n\n".join([
-      f"Clients per round: {a.get('clients_per_round')} (C = 0.1); unigram baseline "
+      f"Clients per round: {a.get('clients_per_round')} (C = 0.1 at paper and full scale); unigram baseline "
       f"{_pct(a['unigram_accuracy'])}; FedSGD's last evaluated accuracy "
       f"{_pct(second) if second else '-'} is the second target.",
       _table(["run", "E", "B", "lr", "rounds run", "final accuracy", "best accuracy", "rounds to 54 %",
