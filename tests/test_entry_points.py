@@ -203,20 +203,31 @@ def test_plots_cli_overlays_runs(train_cmd, python_env, repo_root, tmp_path):
 def test_sigkill_mid_round_then_rerun_gives_bit_identical_weights(train_cmd):
   """Killed after round 2's metrics were written but before its checkpoint."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  code, _, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4",
-                                   extra_env={"TFF_RESEARCH_FAULT": "before_checkpoint:2"}))
-  assert code == -signal.SIGKILL, err[-2000:]
-  _assert_no_workers(train_cmd.marker)
-  run_dir = os.path.join(train_cmd.output_dir, "crash")
-  saved = [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.startswith("round_")]
-  assert saved == ["round_1"]
-  code, out, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4"))
-  assert code == 0, err[-2000:]
-  assert "Resuming from the round-1 checkpoint" in out
-  rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
-  assert [r["round"] for r in rows] == [1, 2, 3, 4]
-  code, _, err = _finish(train_cmd("--experiment_name=straight", "--rounds=4"))
-  assert code == 0, err[-2000:]
+  # The uninterrupted run to compare with starts at the same time: its own
+  # process, output and worker, and half of this test's time is Python tracing.
+  straight_marker = uuid.uuid4().hex  # its worker is alive while the crash run's is checked
+  straight_proc = train_cmd("--experiment_name=straight", "--rounds=4",
+                            extra_env={"TFF_RESEARCH_TEST_MARKER": straight_marker})
+  try:
+    code, _, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4",
+                                     extra_env={"TFF_RESEARCH_FAULT": "before_checkpoint:2"}))
+    assert code == -signal.SIGKILL, err[-2000:]
+    _assert_no_workers(train_cmd.marker)
+    run_dir = os.path.join(train_cmd.output_dir, "crash")
+    saved = [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.startswith("round_")]
+    assert saved == ["round_1"]
+    code, out, err = _finish(train_cmd("--experiment_name=crash", "--rounds=4"))
+    assert code == 0, err[-2000:]
+    assert "Resuming from the round-1 checkpoint" in out
+    rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    code, _, err = _finish(straight_proc)
+    assert code == 0, err[-2000:]
+    _assert_no_workers(straight_marker)
+  finally:
+    if straight_proc.poll() is None:  # a failure above: end it, and its worker with it
+      straight_proc.kill()
+      straight_proc.communicate()
   with np.load(os.path.join(run_dir, "model_weights.npz")) as a, \
        np.load(os.path.join(train_cmd.output_dir, "straight", "model_weights.npz")) as b:
     assert sorted(a.files) == sorted(b.files)

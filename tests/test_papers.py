@@ -231,11 +231,12 @@ def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, s
   assert sorted(char2["ranking"]) == ["FedAdagrad", "FedAvg"]
   assert all(t["rounds"] == 2 for t in char2["table"])
   exp1 = summaries["fedavg_vs_fedsgd"]["analysis"]
-  assert {t["label"] for t in exp1["table"]} >= {"fedsgd_lr1", "fedavg_E1_B4"}
+  assert {t["label"] for t in exp1["table"]} >= {"fedsgd_lr1", "fedavg_E2_B2"}
+  assert summaries["adaptive_optimizers"]["analysis"]["ranking"] in (["FedAvg", "FedAdam"], ["FedAdam", "FedAvg"])
   exp3 = summaries["federated_vs_centralized"]["analysis"]["table"]
   assert exp3[0]["train_examples"] == exp3[1]["train_examples"] > 0  # equal example passes
   exp4 = summaries["secure_cost"]["analysis"]["table"]
-  assert [t["aggregator"] for t in exp4] == ["plain", "secure", "secure"]
+  assert [t["aggregator"] for t in exp4] == ["plain", "secure"]
   assert all(t["upload_bytes_per_client"] for t in exp4[1:])
   # Publishing copies what git keeps.
   published = report.publish(str(results), str(tmp_path / "published"))

@@ -4,19 +4,25 @@ Defaults are TFF's Stack Overflow NWP baseline (Reddi et al. 2021): embedding 96
 one LSTM layer of 670 units, a dense layer of 96, then logits over the
 vocabulary (pad, words, OOV buckets, BOS, EOS). `char_model_config()` is TFF's
 Shakespeare character baseline (McMahan et al. 2017): embedding 8, two LSTM
-layers of 256 units with he-normal kernels, no projection, logits over 90 ids.
+layers of 256 units with he-normal kernels, no projection, logits over 90 ids,
+run on TF's fused LSTM kernel (`block_lstm`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from tff_research.models import block_lstm
 from tff_research.models import cifg
 
 CELL_TYPES = ("lstm", "cifg")
+# How an "lstm" cell runs: Keras's layer, or the same function on TF's fused
+# kernel (`block_lstm`: 5x faster steps on a CPU, for trailing padding only).
+LSTM_IMPLEMENTATIONS = ("keras", "block")
 KERNEL_INITIALIZERS = {"glorot_uniform": tf.keras.initializers.GlorotUniform,
                        "he_normal": tf.keras.initializers.HeNormal}
 
@@ -46,6 +52,7 @@ class ModelConfig:
   cell: str = "lstm"
   projection: bool = True            # a dense layer of embedding_size before the logits
   kernel_initializer: str = "glorot_uniform"  # of the LSTM layers: or "he_normal" (TFF's char model)
+  lstm_implementation: str = "keras"  # or "block": see LSTM_IMPLEMENTATIONS
 
   def __post_init__(self):
     for name in ("vocab_size", "embedding_size", "latent_size", "num_layers"):
@@ -56,12 +63,17 @@ class ModelConfig:
     if self.kernel_initializer not in KERNEL_INITIALIZERS:
       raise ValueError(f"unknown kernel initializer {self.kernel_initializer!r}; "
                        f"choose one of: {', '.join(KERNEL_INITIALIZERS)}")
+    if self.lstm_implementation not in LSTM_IMPLEMENTATIONS:
+      raise ValueError(f"unknown LSTM implementation {self.lstm_implementation!r}; "
+                       f"choose one of: {', '.join(LSTM_IMPLEMENTATIONS)}")
+    if self.lstm_implementation == "block" and self.cell != "lstm":
+      raise ValueError(f"lstm_implementation='block' runs LSTM cells only, not {self.cell!r}")
 
 
 def char_model_config(vocab_size: int = 90) -> ModelConfig:
   """TFF 0.87's `shakespeare.char_prediction_models.create_recurrent_model` in our builder."""
   return ModelConfig(vocab_size, embedding_size=8, latent_size=256, num_layers=2, cell="lstm",
-                     projection=False, kernel_initializer="he_normal")
+                     projection=False, kernel_initializer="he_normal", lstm_implementation="block")
 
 
 def build_nwp_model(config: ModelConfig, seed: int | None = None,
@@ -96,12 +108,12 @@ def build_nwp_model(config: ModelConfig, seed: int | None = None,
                                     -0.05, 0.05, seed=seed)), name="embedding")(inputs)
   for layer in range(config.num_layers):
     if config.cell == "lstm":
-      rnn = tf.keras.layers.LSTM(config.latent_size, return_sequences=True,
-                                 kernel_initializer=lstm_kernel(10 + layer),
-                                 recurrent_initializer=init(tf.keras.initializers.Orthogonal(
-                                     seed=None if seed is None else seed + 20 + layer)),
-                                 unit_forget_bias=initialize,
-                                 name=f"lstm_{layer}")
+      lstm_layer = (block_lstm.BlockLSTM if config.lstm_implementation == "block"
+                    else functools.partial(tf.keras.layers.LSTM, return_sequences=True))
+      rnn = lstm_layer(config.latent_size, kernel_initializer=lstm_kernel(10 + layer),
+                       recurrent_initializer=init(tf.keras.initializers.Orthogonal(
+                           seed=None if seed is None else seed + 20 + layer)),
+                       unit_forget_bias=initialize, name=f"lstm_{layer}")
     else:
       rnn = tf.keras.layers.RNN(cifg.CIFGCell(config.latent_size,
                                                  seed=None if seed is None else seed + 10 + layer,

@@ -52,10 +52,10 @@ PAPER_BASE = ExperimentConfig(
 CHAR_SMOKE_BASE = ExperimentConfig(
     task="next_char", sequence_length=20, embedding_size=8, latent_size=16, num_layers=1, rounds=2,
     clients_per_round=3, max_elements_per_client=8, client_batch_size=4, eval_every=1, eval_clients=4,
-    eval_batch_size=64)
+    eval_batch_size=64, lstm_implementation="block")
 CHAR_PAPER_BASE = ExperimentConfig(
     task="next_char", sequence_length=80, embedding_size=8, latent_size=256, num_layers=2,
-    max_elements_per_client=0, eval_clients=0, eval_batch_size=128)
+    max_elements_per_client=0, eval_clients=0, eval_batch_size=128, lstm_implementation="block")
 
 
 def base_config(scale: str, task: str = "next_word") -> ExperimentConfig:
