@@ -12,8 +12,11 @@ STAMP := $(VENV)/.installed
 TFF_VERSION := 0.87.0
 DEMO_DIR ?= results/demo
 DEMO_PROMPTS := "to be or not to" "i pray you" "what is the"
+# pytest-xdist processes for `make test`, each with its own TFF worker. On 2 cores,
+# two took 840 s against 1,366 s for one (BUILD_NOTES.md, "Tests").
+TEST_WORKERS ?= 2
 
-.PHONY: setup demo test lint test-fast clean-demo bench
+.PHONY: setup demo test lint clean-demo bench
 
 setup: $(STAMP)
 
@@ -35,7 +38,7 @@ demo: setup
 	@$(PY) -m tff_research.predict $(DEMO_DIR)/shakespeare_fedavg $(DEMO_PROMPTS)
 
 test: setup lint
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 # ruff.toml: pycodestyle, pyflakes, bugbear and import order; the code stays clean.
 lint: setup
