@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 from typing import Any, Optional, Sequence
 
 PUBLISHED_DIR = "reproduction"
@@ -190,16 +191,7 @@ def plot_summary(summary: dict[str, Any]):
   a = summary["analysis"]
   name = summary["experiment"]
   bars = name in ("adaptive_optimizers", "federated_vs_centralized")
-  curves = a.get("curves", {})
-  if name == "adaptive_optimizers":  # seed 0 at each optimizer's chosen learning rate
-    from tff_research.papers import adaptive_optimizers  # pylint: disable=g-import-not-at-top
-    names = {spec[0]: opt for opt, spec in adaptive_optimizers.OPTIMIZERS.items()}
-    curves = {}
-    for t in a["table"]:
-      exponent = float(t["lr_vs_paper"].split("^")[1])
-      label = adaptive_optimizers.run_label(names[t["algorithm"]], exponent, 0)
-      if label in a.get("curves", {}):
-        curves[f"{t['algorithm']} (lr {t['server_lr']:.3g})"] = a["curves"][label]
+  curves = _labelled_curves(summary)
   panels = (1 if curves else 0) + (1 if bars else 0)
   fig, axes = common.new_figure(max(panels, 1), 6.0)
   if bars:
@@ -231,10 +223,30 @@ def plot_summary(summary: dict[str, Any]):
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (without padding)" if name.endswith("_char")
                   else "test accuracy (no special tokens)")
-    ax.set_title("evaluation curves (seed 0)" if bars else TITLES[name])
+    ax.set_title("evaluation curves (seed 0)" if bars else textwrap.fill(TITLES[name], 60))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   return fig
+
+
+def _labelled_curves(summary: dict[str, Any]) -> dict[str, list]:
+  """The summary's evaluation curves under the names its figure shows."""
+  a = summary["analysis"]
+  curves = a.get("curves", {})
+  if summary["experiment"] == "adaptive_optimizers":  # seed 0 at each optimizer's chosen learning rate
+    from tff_research.papers import adaptive_optimizers  # pylint: disable=g-import-not-at-top
+    names = {spec[0]: opt for opt, spec in adaptive_optimizers.OPTIMIZERS.items()}
+    chosen = {}
+    for t in a["table"]:
+      exponent = float(t["lr_vs_paper"].split("^")[1])
+      label = adaptive_optimizers.run_label(names[t["algorithm"]], exponent, 0)
+      if label in curves:
+        chosen[f"{t['algorithm']} (lr {t['server_lr']:.3g})"] = curves[label]
+    return chosen
+  if summary["experiment"] == "adaptive_optimizers_char":  # run labels -> the paper's method names
+    from tff_research.papers import adaptive_optimizers_char  # pylint: disable=g-import-not-at-top
+    return {adaptive_optimizers_char.OPTIMIZERS.get(label, (label,))[0]: curve for label, curve in curves.items()}
+  return curves
 
 
 def publish(results_dir: str, out_dir: str = PUBLISHED_DIR) -> list[str]:
