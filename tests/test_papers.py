@@ -98,6 +98,31 @@ def test_char_experiments_use_the_papers_settings():
   assert len(fedavg_vs_fedsgd_char.plan("full", 1146)) == 9  # three learning rates
 
 
+def test_char_fedsgd_rate_comes_from_a_pilot_on_training_loss(tmp_path):
+  """Every pilot rate runs the pilot's rounds; the lowest second-half training loss gets FedSGD's budget."""
+  before = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1146)}
+  pilots = ["fedsgd", "fedsgd_lr0.68", "fedsgd_lr0.32"]
+  assert [label for label in before if label.startswith("fedsgd")] == pilots
+  assert {before[label].config.rounds for label in pilots} == {20}
+  assert before["fedsgd_lr0.32"].config.server_learning_rate == pytest.approx(1.47 * 10 ** (-2 / 3))
+  # Round 1-10 losses do not count; rounds 11-20 do (the 0.68 rate wins there).
+  losses = {"fedsgd": [9.0] * 10 + [6.0] * 10, "fedsgd_lr0.68": [4.0] * 10 + [3.0] * 10,
+            "fedsgd_lr0.32": [2.0] * 10 + [3.5] * 10}
+  for label, values in losses.items():
+    os.makedirs(tmp_path / "runs" / label)
+    with open(tmp_path / "runs" / label / "metrics.csv", "w", encoding="utf-8") as f:
+      f.write("round,train/loss\n" + "".join(f"{r},{v}\n" for r, v in enumerate(values, 1)))
+  context = _FakeContext(str(tmp_path))
+  context.scale, context.run = "paper", lambda planned, until_round=None: context.stops.append(until_round)
+  chosen = fedavg_vs_fedsgd_char.choose_fedsgd_exponent(context, 1146)
+  assert context.stops == [20] and chosen == pytest.approx(-1 / 3)
+  after = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1146, chosen)}
+  assert after["fedsgd_lr0.68"].config.rounds == 300 and after["fedsgd_lr0.68"].params["pilot"] == "chosen"
+  assert after["fedsgd"].config.rounds == 20 and after["fedsgd"].params["pilot"] == "pilot only"
+  # A pilot stopped early (--until_round) chooses nothing yet.
+  assert fedavg_vs_fedsgd_char.pilot_loss(str(tmp_path / "runs" / "fedsgd"), 30) == float("inf")
+
+
 def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path):
   curves = {"fedsgd": [(10, 0.20), (20, 0.3071)], "fedavg_e5_b10": [(5, 0.31), (10, 0.55)]}
   rows = []
@@ -225,7 +250,8 @@ def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, s
     text = report.markdown(summary)
     assert summary["command"] in text and "|---|" in text
   char1 = summaries["fedavg_vs_fedsgd_char"]["analysis"]
-  assert [t["method"] for t in char1["table"]] == ["fedsgd", "fedavg_e1_b10", "fedavg_e5_b10"]
+  assert [t["method"] for t in char1["table"]] == ["fedsgd", "fedsgd", "fedavg_e1_b10", "fedavg_e5_b10"]
+  assert sorted(t["pilot"] or "" for t in char1["table"]) == ["", "", "chosen", "pilot only"]
   assert char1["paper"]["rounds"]["fedavg_e5_b10"] == 41
   char2 = summaries["adaptive_optimizers_char"]["analysis"]
   assert sorted(char2["ranking"]) == ["FedAdagrad", "FedAvg"]
