@@ -134,7 +134,9 @@ def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
     return value if value is not None else "not reached"
 
   rows = [[t["label"] + (" (pilot only)" if t.get("pilot") == "pilot only" else ""), t["epochs"],
-           t["batch_size"], f"{t['learning_rate']:.3g}", f"{t['rounds']} of {max(t['rounds'], t['planned_rounds'])}", _pct(t["final_accuracy"]), _pct(t["best_accuracy"]),
+           t["batch_size"], f"{t['learning_rate']:.3g}",
+           f"{t['rounds']} of {max(t['rounds'], t['planned_rounds'])}",  # a pilot may have run past its end
+           _pct(t["final_accuracy"]), _pct(t["best_accuracy"]),
            reached(t["rounds_to_54"]), paper["rounds"].get(t["method"], "-"),
            reached(t["rounds_to_fedsgd_final"]), t["train_seconds"]] for t in a["table"]]
   second = a.get("second_target")
