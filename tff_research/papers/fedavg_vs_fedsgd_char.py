@@ -62,7 +62,7 @@ def plan(scale: str, num_train_clients: int,
                              clients_per_round=clients_per_round(num_train_clients, scale),
                              eval_every=EVAL_EVERY[scale], server_optimizer="sgd")
   pilot = FEDSGD_PILOT_EXPONENTS[scale]
-  grid = [(e, m) for e in pilot for m in METHODS if m == "fedsgd"]
+  grid = [(e, "fedsgd") for e in pilot]
   grid += [(e, m) for e in LR_EXPONENTS[scale] for m in METHODS if not (pilot and m == "fedsgd")]
   runs = []
   for exponent, method in grid:
@@ -86,10 +86,7 @@ def plan(scale: str, num_train_clients: int,
 
 def pilot_loss(run_dir: str, pilot_rounds: int) -> float:
   """Mean training loss over the pilot's second half (inf where a round diverged or is missing)."""
-  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
-  path = os.path.join(run_dir, "metrics.csv")
-  rows = training_loop.read_metrics_csv(path) if os.path.isfile(path) else []
-  losses = [r.get("train/loss", math.inf) for r in rows if pilot_rounds // 2 < r["round"] <= pilot_rounds]
+  losses = [v for r, v in common.eval_curve(run_dir, "train/loss") if pilot_rounds // 2 < r <= pilot_rounds]
   if len(losses) < pilot_rounds - pilot_rounds // 2 or not all(math.isfinite(v) for v in losses):
     return math.inf
   return sum(losses) / len(losses)
