@@ -124,7 +124,8 @@ def test_char_fedsgd_rate_comes_from_a_pilot_on_training_loss(tmp_path):
 
 
 def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path):
-  curves = {"fedsgd": [(10, 0.20), (20, 0.3071)], "fedavg_e5_b10": [(5, 0.31), (10, 0.55)]}
+  curves = {"fedsgd": [(10, 0.20), (20, 0.3071)], "fedavg_e1_b10": [(5, 0.25), (10, 0.32)],
+            "fedavg_e5_b10": [(5, 0.31), (10, 0.55)]}
   rows = []
   for label, curve in curves.items():
     _write_curve(str(tmp_path / "runs" / label), curve)
@@ -136,7 +137,13 @@ def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path
   table = {t["label"]: t for t in analysis["table"]}
   assert table["fedavg_e5_b10"]["rounds_to_54"] == 10 and table["fedsgd"]["rounds_to_54"] is None
   assert table["fedavg_e5_b10"]["rounds_to_fedsgd_final"] == 5
-  assert "not reached" in report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
+  # FedSGD first reached its final 30.7 % at round 20; FedAvg E=5 was there by its first evaluation.
+  assert table["fedavg_e5_b10"]["speedup_at_fedsgd_final"] == pytest.approx(4.0)
+  assert table["fedavg_e1_b10"]["speedup_at_fedsgd_final"] == pytest.approx(2.0)
+  assert not table["fedavg_e1_b10"]["speedup_is_lower_bound"]
+  assert table["fedavg_e5_b10"]["speedup_is_lower_bound"] and table["fedsgd"]["speedup_at_fedsgd_final"] is None
+  markdown = report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
+  assert "not reached" in markdown and "| >= 4x |" in markdown
 
 
 class _FakeContext:
