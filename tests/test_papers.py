@@ -129,7 +129,8 @@ def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path
   rows = []
   for label, curve in curves.items():
     _write_curve(str(tmp_path / "runs" / label), curve)
-    rows.append({"label": label, "method": label, "epochs": 1, "batch_size": 10, "learning_rate": 1.47,
+    rows.append({"label": label, "method": label, "epochs": 5 if "e5" in label else 1, "batch_size": 10,
+                 "learning_rate": 1.47,
                  "rounds": curve[-1][0], "planned_rounds": 100, "final_accuracy": curve[-1][1],
                  "train_seconds": 1.0, "unigram_accuracy": 0.17})
   analysis = fedavg_vs_fedsgd_char.analyze(rows, str(tmp_path))
@@ -144,6 +145,9 @@ def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path
   assert table["fedavg_e5_b10"]["speedup_is_lower_bound"] and table["fedsgd"]["speedup_at_fedsgd_final"] is None
   markdown = report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
   assert "not reached" in markdown and "| >= 4x |" in markdown
+  named = report._labelled_curves({"experiment": "fedavg_vs_fedsgd_char", "analysis": {**analysis, "curves": {
+      label: curve for label, curve in curves.items()}}})
+  assert list(named) == ["FedSGD, lr 1.47", "FedAvg E=1, B=10, lr 1.47", "FedAvg E=5, B=10, lr 1.47"]
 
 
 class _FakeContext:

@@ -183,7 +183,8 @@ def markdown(summary: dict[str, Any]) -> str:
   body = RENDERERS[summary["experiment"]](summary)
   minutes = summary["wall_seconds"] / 60
   return (f"{body}\n\nCommand: `{summary['command']}` ({summary['scale']} scale); "
-          f"{summary['hardware']}; wall time {minutes:.1f} min; {summary['date']}.")
+          f"{summary['hardware']}; wall time of its last invocation {minutes:.1f} min (a resumed experiment's "
+          f"earlier rounds are in train s); {summary['date']}.")
 
 
 def figure_name(experiment: str) -> str:
@@ -236,7 +237,10 @@ def plot_summary(summary: dict[str, Any]):
                   else "test accuracy (no special tokens)")
     ax.set_title("evaluation curves (seed 0)" if bars else textwrap.fill(TITLES[name], 60))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # A1's curves fill the upper right, where "best" puts the legend over them: there it goes
+    # into the empty space between E = 1's end (round 200) and FedSGD's curve.
+    ax.legend(fontsize=8, **({"loc": "upper right", "bbox_to_anchor": (1.0, 0.93)}
+                             if name == "fedavg_vs_fedsgd_char" else {}))
   return fig
 
 
@@ -257,7 +261,15 @@ def _labelled_curves(summary: dict[str, Any]) -> dict[str, list]:
   if summary["experiment"] == "adaptive_optimizers_char":  # run labels -> the paper's method names
     from tff_research.papers import adaptive_optimizers_char  # pylint: disable=g-import-not-at-top
     return {adaptive_optimizers_char.OPTIMIZERS.get(label, (label,))[0]: curve for label, curve in curves.items()}
+  if summary["experiment"] == "fedavg_vs_fedsgd_char":  # run labels -> method, E, B, lr as the paper writes them
+    return {_fedavg_vs_fedsgd_name(t): curves[t["label"]] for t in a["table"] if t["label"] in curves}
   return curves
+
+
+def _fedavg_vs_fedsgd_name(row: dict[str, Any]) -> str:
+  """'FedAvg E=5, B=10, lr 1.47' or 'FedSGD, lr 0.682 (pilot only)'."""
+  name = "FedSGD" if row["method"] == "fedsgd" else f"FedAvg E={row['epochs']}, B={row['batch_size']}"
+  return f"{name}, lr {row['learning_rate']:.3g}" + (f" ({row['pilot']})" if row.get("pilot") else "")
 
 
 def publish(results_dir: str, out_dir: str = PUBLISHED_DIR) -> list[str]:
