@@ -145,8 +145,7 @@ def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path
   assert table["fedavg_e5_b10"]["speedup_is_lower_bound"] and table["fedsgd"]["speedup_at_fedsgd_final"] is None
   markdown = report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
   assert "not reached" in markdown and "| >= 4x |" in markdown
-  named = report._labelled_curves({"experiment": "fedavg_vs_fedsgd_char", "analysis": {**analysis, "curves": {
-      label: curve for label, curve in curves.items()}}})
+  named = report._labelled_curves({"experiment": "fedavg_vs_fedsgd_char", "analysis": {**analysis, "curves": curves}})
   assert list(named) == ["FedSGD, lr 1.47", "FedAvg E=1, B=10, lr 1.47", "FedAvg E=5, B=10, lr 1.47"]
 
 
