@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_research.aggregation import secure_fed_avg
 from tff_research.learning import evaluation
 from tff_research.learning import experiment
 from tff_research.learning import model_fn as model_fn_lib
@@ -30,8 +31,11 @@ def _flat(structure):
 def _train(config, data, keep_state_on_worker: bool, rounds: int = 3):
   model_fn = model_fn_lib.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
                                     data.vocab.special_ids, seed=0)
+  # Secure: both runs must round alike to compare bit for bit, so the clients'
+  # rounding randomness is injected (a real run draws it from each client's CSPRNG).
+  rounding = secure_fed_avg.reproducible_rounding(0) if config.aggregator == "secure" else None
   training = process.build_training_process(model_fn, config.algorithm_config(),
-                                            keep_state_on_worker=keep_state_on_worker)
+                                            keep_state_on_worker=keep_state_on_worker, rounding_randomness=rounding)
   state, metrics = training.initialize(), []
   for r in range(1, rounds + 1):
     ids = training_loop.sample_clients(data.train_client_ids, config.clients_per_round, 0, r)
@@ -45,7 +49,8 @@ def _train(config, data, keep_state_on_worker: bool, rounds: int = 3):
 def test_state_on_the_worker_equals_the_round_trip_bit_for_bit(smoke, aggregator, server_optimizer):
   config, data = smoke
   config = dataclasses.replace(config, aggregator=aggregator, server_optimizer=server_optimizer,
-                               server_learning_rate=0.01 if server_optimizer == "adam" else 1.0)
+                               server_learning_rate=0.01 if server_optimizer == "adam" else 1.0,
+                               clients_per_round=4)  # the fewest secure FedAvg accepts (min_honest = 2)
   assert context.single_worker_stub() is not None  # the session fixture's worker: the resident path runs
   kept_process, kept, kept_metrics = _train(config, data, keep_state_on_worker=True)
   sent_process, sent, sent_metrics = _train(config, data, keep_state_on_worker=False)

@@ -101,28 +101,30 @@ def test_client_sampling_is_uniform_without_replacement_and_seeded():
 
 def test_secure_aggregation_run_records_its_costs(smoke):
   config, data = smoke
-  # 3 clients, up to one of them dropping: the complete graph with t = 2.
+  # 4 clients (the fewest that keep 2 honest inputs with one corrupt and one dropped), up to one of
+  # them dropping: the complete graph with t = 3.
   result = _run(config, data, experiment_name="secure", rounds=2, aggregator="secure",
-                secure_clip=50.0, dropout_rate=0.33, secure_max_dropout=1 / 3, clients_per_round=3)
+                secure_clip=50.0, dropout_rate=0.25, secure_max_dropout=0.25, clients_per_round=4)
   rows = training_loop.read_metrics_csv(os.path.join(result.run.run_dir, "metrics.csv"))
   assert [r["round"] for r in rows] == [1, 2]
   for row in rows:
     assert row["secure/upload_bytes_per_client"] > 0
-    assert row["secure/clients"] + row["secure/dropped"] == 3
+    assert row["secure/clients"] + row["secure/dropped"] == 4
     assert row["secure/clipped"] >= 0
-    assert (row["secure/neighbors"], row["secure/threshold"], row["secure/cryptographic_prg"]) == (2, 2, 1)
+    assert (row["secure/neighbors"], row["secure/threshold"], row["secure/cryptographic_prg"]) == (3, 3, 1)
     assert np.isfinite(row["train/loss"])
 
 
 @pytest.mark.parametrize("bits", [32, 0])
 def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
-  """32 bits: the same weights up to float noise; bits=0 (16 bits here: 3 clients, clip 50,
+  """32 bits: the same weights up to float noise; bits=0 (16 bits here: 4 clients, clip 50,
   up to 8 examples): within the quantization bound, each client's rounding error on
   num_examples x delta < one step a round, over at least one example per client (server SGD lr 1)."""
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
   from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   config, data = smoke
+  config = dataclasses.replace(config, clients_per_round=4)  # the fewest secure FedAvg accepts (min_honest = 2)
   plain = _run(config, data, experiment_name="plain_ref", rounds=2)
   secure_config = dataclasses.replace(config, rounds=2, aggregator="secure", secure_clip=50.0, secure_bits=bits)
   secure = _run(secure_config, data, experiment_name=f"secure_ref_{bits}")
@@ -200,3 +202,20 @@ def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorith
   for a, b in zip(results[0][0].trainable, results[1][0].trainable):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert results[0][1]["num_examples"] == results[1][1]["num_examples"] > 0
+
+
+def test_secure_run_records_quantization_error_and_clipped_weights_and_warns_once(smoke):
+  """8 bits at clip 50 (scale 1/2: steps of 2 on num_examples x delta) moves the mean far more
+  than the warning level: metrics.csv has the figure every round, the log one warning line."""
+  from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
+  config, data = smoke
+  lines = []
+  config = dataclasses.replace(config, experiment_name="secure_coarse", rounds=2, aggregator="secure",
+                               clients_per_round=4, secure_clip=50.0, secure_bits=8)
+  result = experiment.run_experiment(config, progress=False, plot=False, log=lines.append, data=data)
+  rows = training_loop.read_metrics_csv(os.path.join(result.run.run_dir, "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2]
+  assert all(r["secure/quantization_error"] > secure_fed_avg.QUANTIZATION_WARNING_LEVEL for r in rows)
+  assert all(r["secure/weights_clipped"] == 0 and r["secure/clipping_error"] >= 0 for r in rows)
+  warnings = [line for line in lines if line.startswith("warning:")]
+  assert len(warnings) == 1 and warnings[0].startswith("warning: round 1: quantization moved the secure mean")

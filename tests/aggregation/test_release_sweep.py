@@ -3,9 +3,10 @@
 Threat: an honest-but-curious server that unmasks whatever the protocol lets
 it, and would learn the sum of every connected part of the survivors'
 masking graph. Claim: an aggregate is released only when the survivors'
-subgraph is connected, every secret to rebuild has t live holders and, on a
-SecAgg+ graph, no more than the D dropouts the parameters assumed; otherwise
-SecureAggregationError and nothing revealed.
+subgraph is connected, every secret to rebuild has t live holders, no more
+than the D dropouts the parameters assumed dropped (on every graph) and the
+survivors leave min_honest honest inputs even if C of them are corrupt;
+otherwise SecureAggregationError and nothing revealed.
 
 `test_release_decision_sweep` runs the decision itself (`protocol.check_release`,
 which the server runs before it asks for any share and every client runs again
@@ -67,8 +68,9 @@ class _Oracle:
     holders = self.adjacency @ alive.astype(float) + alive  # live neighbours (+ self)
     needs_holders = alive | (holders > 0)
     enough = bool(np.all(holders[needs_holders] >= p.threshold))
-    within = p.complete or p.num_clients - len(live) <= p.max_dropouts
-    return parts == 1 and enough and within and len(live) >= p.threshold, parts == 1
+    within = p.num_clients - len(live) <= p.max_dropouts
+    honest = len(live) - p.max_corrupt >= p.min_honest  # even if every corrupt client survived
+    return parts == 1 and enough and within and honest and len(live) >= p.threshold, parts == 1
 
 
 def _adversarial(order, k, rng):

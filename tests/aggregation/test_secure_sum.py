@@ -31,7 +31,8 @@ def _clipped_sum(values, ids, clip=1.0):
 
 @pytest.fixture(scope="module")
 def secure_sum():
-  return build_secure_sum(VALUE_TYPE, N, SecureSumConfig(clip=1.0, bits=32, threshold=3))
+  # Up to 2 dropouts of 5 (the cap D holds on the complete graph too): t = 3 = C + min_honest = n - D.
+  return build_secure_sum(VALUE_TYPE, N, SecureSumConfig(clip=1.0, bits=32, threshold=3, max_dropout=0.4))
 
 
 def _check(result, values, ids, quantizer):
@@ -233,11 +234,11 @@ def test_overflow_raises_at_build_time():
 
 
 def test_out_of_range_values_clipped_and_counted():
-  ss = build_secure_sum(tff.TensorType(np.float32, [6]), 3, SecureSumConfig(clip=2.0, threshold=2))
+  ss = build_secure_sum(tff.TensorType(np.float32, [6]), 4, SecureSumConfig(clip=2.0))  # 4: the fewest (min_honest)
   x = np.array([-5, -2, 0, 1.5, 3, np.inf], np.float32)  # 3 out of range (inf counts)
-  result = ss([x, x, x])
-  assert result.clipped == 9
-  np.testing.assert_allclose(result.value, 3 * np.array([-2, -2, 0, 1.5, 2, 0]), atol=3 * ss.quantizer.step)
+  result = ss([x, x, x, x])
+  assert result.clipped == 12
+  np.testing.assert_allclose(result.value, 4 * np.array([-2, -2, 0, 1.5, 2, 0]), atol=4 * ss.quantizer.step)
 
 
 def _coordinates(ss, x, material) -> np.ndarray:
@@ -307,16 +308,20 @@ def test_multiplier_folds_into_the_scale_bit_for_bit():
 def test_bits_zero_chooses_the_fewest_mask_bits_that_hold_the_sum_finely_enough():
   from tff_research.aggregation import quantization  # pylint: disable=g-import-not-at-top
   choose = quantization.choose_bits
-  assert choose(10, clip=16.0, int_clip=64) == 16         # the demo: scale 128, 4,096 levels per client
-  assert choose(100, clip=16.0, int_clip=64) == 16        # scale 16, 512 levels per client
+  # AUTO_MIN_LEVELS = 2^13 (16 bits at 4,096 levels moved the demo's mean 3.9 %: quantization.py)
+  assert choose(10, clip=16.0, int_clip=64) == 21         # 16 bits: scale 128, 4,096 levels; 21: 131,072
+  assert choose(100, clip=16.0, int_clip=64) == 21        # 16 bits: 512 levels; 21 bits: scale 512, 16,384
+  assert choose(4, clip=16.0, int_clip=64) == 16          # a few clients: scale 256, 8,192 levels
   assert choose(100, clip=100.0, int_clip=64) == 21       # 16 bits: scale 2, 400 levels; 21 bits: scale 64
   assert choose(10, clip=1.0, int_clip=2**16) == 21       # 10 * 2^16 overflows 16 bits, not 21
   assert choose(100, clip=1.0, int_clip=2**16) == 32      # the weights would overflow 21 bits
-  assert choose(1000, clip=100.0, int_clip=64) == 21      # scale 8: 1,600 levels per client
+  assert choose(1000, clip=100.0, int_clip=64) == 32      # 21 bits: scale 8, 1,600 levels per client
   assert choose(10000, clip=100.0, int_clip=64) == 32     # scale 1: 200 levels per client, too coarse
   assert choose(100, clip=1.0, int_clip=0, has_int=False, scale=2.0**14) == 32  # this scale overflows 21 bits
   q = quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=16.0, bits=0, int_clip=64))
-  assert (q.bits, q.lanes, q.lanes16, q.scale) == (16, 4, True, 16.0)
+  assert (q.bits, q.lanes, q.lanes16, q.scale) == (21, 3, False, 512.0)
+  q = quantization.Quantizer(VALUE_TYPE, 4, SecureSumConfig(clip=16.0, bits=0, int_clip=64))
+  assert (q.bits, q.lanes, q.lanes16, q.scale) == (16, 4, True, 256.0)
   q = quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=100.0, bits=0, int_clip=64))
   assert (q.bits, q.lanes, q.scale) == (21, 3, 64.0)
   assert quantization.Quantizer(VALUE_TYPE, 100, SecureSumConfig(clip=1.0, bits=0)).bits == 32

@@ -5,38 +5,47 @@ Modules, one concept each: `config` (a secure sum's settings), `params`
 `quantization` (fixed-point encoding into Z_{2^b}), `prg` (mask PRGs:
 AES-CTR, Philox), `shamir` (secret sharing), `key_agreement` (X25519 + HKDF
 + AES-GCM), `graph` (the masking graph), `protocol` (the parties' Python
-stages: keys, shares, the release check, unmasking), `driver` (a round's
-steps around the Federated Core computations), `secure_sum` (those
-computations and the secure sum), `secure_fed_avg` (FedAvg whose aggregation
-is the masked sum). A researcher can swap the quantizer, the PRG or the
+stages: keys, shares, the release check, unmasking), `consistency` (the
+active-server option: Ed25519 identities, signed keys, the consistency
+round), `driver` (a round's steps around the Federated Core computations),
+`secure_sum` (those computations and the secure sum), `secure_fed_avg`
+(FedAvg whose aggregation is the masked sum). A researcher can swap the quantizer, the PRG or the
 graph without touching the rest (`build_secure_sum`'s keyword arguments).
 
-Threat model. The server is honest-but-curious: it runs the protocol as
-written and tries to learn more from what it sees (public keys, routed
-ciphertexts, masked vectors, the shares it is sent). Up to a fraction gamma
-(`max_corrupt`) of a round's clients are semi-honest and collude with it
-(static corruption); up to a fraction delta (`max_dropout`) drop out after
-sharing their keys. Under that model the server learns the sum of the
-surviving clients' inputs and nothing else, except with probability
-2^-sigma (sigma = 40): masks expand 128-bit seeds with AES-128-CTR; the
-degree k and threshold t are chosen from (n, delta, gamma) as Bell et al.
-analyse (`params`); and before any share is revealed the server, and again
-every client, checks that the survivors' masking graph is connected (else
-the server would learn the sum of each part), that every secret has t live
-holders and that no more than ceil(delta n) clients dropped
-(`protocol.check_release`); a client never reveals both kinds of share of a
-peer, however often it is asked.
+Threat model (the README lists each claim with the test that attacks it).
+Dropouts are assumed independent of the masking graph unless the threat
+model says the server chooses them: Bell et al.'s bound on the degree k,
+like federated-compute's, is over a random ring order that the dropouts do
+not depend on, and the server knows the order. By default the server is
+honest-but-curious: it runs the protocol as written and tries to learn more
+from what it sees (public keys, routed ciphertexts, masked vectors, the
+shares it is sent). Up to C = ceil(gamma n) of a round's n clients
+(`max_corrupt`) are semi-honest and collude with it, fixed before the
+round; up to D = ceil(delta n) (`max_dropout`) drop after sharing their keys.
+Under that model the server learns the sum of the survivors' inputs, which
+holds at least `min_honest` (default 2) honest inputs, and nothing else,
+except with probability 2^-sigma (sigma = 40): k and t come from
+(n, delta, gamma) as Bell et al. analyse (`params`), rounds that could hold
+fewer honest inputs are refused when built, and before any share is
+revealed the server and again every client check the release
+(`protocol.check_release`: a connected survivors' graph, t live holders per
+secret, at most D dropped, at least C + min_honest survived); a client never
+reveals both kinds of share of a peer. `server_chosen_dropouts=True` drops
+the independence assumption (k > C + D; H(k, n) is k-vertex-connected), and
+`active_server=True` covers a server that deviates from the protocol with
+signed keys and the consistency round (`consistency`). Every client's
+randomness (keys, self masks, stochastic rounding) comes from its own
+CSPRNG, never from a seed the server knows.
 
-Not claimed. An actively malicious server, one that sends different
-survivor lists to different clients or drops and forges messages, needs
-what Bonawitz et al. (CCS 2017) add for that setting: signed keys (a PKI)
-and the consistency-check round; neither is implemented, nor are dropouts
-chosen by an adversary. The simulation runs every party in one Python
-process and one TFF worker, so the isolation between clients and server is
-by code structure only, and nothing crosses a network; what it does show is
-that the arithmetic is exact, that each masked vector as it enters the
-server's sum is uniform whatever the input, that every refused release
-reveals nothing, and what the protocol costs.
+Not claimed: a server that chooses the ring order (the simulation draws it,
+in `protocol.SecAggRound`); inputs forged or poisoned by corrupt clients; a
+server that lies about the result; denial of service; a real PKI (the key
+registry is an in-process object). The simulation runs every party in one
+Python process and one TFF worker, so the isolation between clients and
+server is by code structure only, and nothing crosses a network; what it
+does show is that the arithmetic is exact, that each masked vector as it
+enters the server's sum is uniform whatever the input, that every refused
+release reveals nothing, and what the protocol costs.
 """
 from tff_research.aggregation.config import SecureSumConfig
 from tff_research.aggregation.params import SecAggParameters

@@ -28,6 +28,9 @@ class SecureSumConfig:
   threshold: Optional[int] = None  # t; None = chosen within the bound (`params`)
   max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta of the threat model
   max_corrupt: float = params_lib.DEFAULT_MAX_CORRUPT  # gamma of the threat model
+  min_honest: int = params_lib.DEFAULT_MIN_HONEST  # honest inputs every release must hold (threat model)
+  server_chosen_dropouts: bool = False  # threat model: the server may pick who drops (then k > C + D)
+  active_server: bool = False  # the server may deviate: signed keys, consistency check (`consistency`)
   prg: str = prg_lib.DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
   graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG (tests fix it)
 
@@ -46,14 +49,26 @@ class SecureSumConfig:
         raise ValueError(f"{name} must be None (choose) or a positive integer, got {value}")
     if self.prg not in prg_lib.PRGS:
       raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(prg_lib.PRGS)}")
-    self.threat()  # checks max_dropout and max_corrupt
+    self.threat()  # checks max_dropout, max_corrupt, min_honest and server_chosen_dropouts
 
   def threat(self) -> params_lib.ThreatModel:
-    return params_lib.ThreatModel(max_dropout=self.max_dropout, max_corrupt=self.max_corrupt)
+    return params_lib.ThreatModel(max_dropout=self.max_dropout, max_corrupt=self.max_corrupt,
+                                  min_honest=self.min_honest,
+                                  # a server that deviates also picks who drops, by withholding messages
+                                  server_chosen_dropouts=self.server_chosen_dropouts or self.active_server,
+                                  active_server=self.active_server)
 
   def protocol_parameters(self, num_clients: int) -> params_lib.SecAggParameters:
     """k and t for a round of `num_clients` (raises ValueError if the given ones are unsafe)."""
     return params_lib.choose_parameters(num_clients, self.threat(), self.neighbors, self.threshold)
+
+  def smallest_round(self, max_clients: int) -> int:
+    """Checks k and t at every round size up to `max_clients`; returns the smallest accepted.
+
+    Raises ValueError (one line) where some size a process built for
+    `max_clients` may run has no safe parameters (`params.check_round_sizes`).
+    """
+    return params_lib.check_round_sizes(max_clients, self.threat(), self.neighbors, self.threshold)
 
 
 def _is_number(value: Any) -> bool:

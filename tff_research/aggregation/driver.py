@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from tff_research.aggregation import config as config_lib
+from tff_research.aggregation import consistency
 from tff_research.aggregation import graph as graph_lib
 from tff_research.aggregation import params as params_lib
 from tff_research.aggregation import prg as prg_lib
@@ -66,20 +67,35 @@ class ProtocolDriver:
                masks: Optional[type] = None, graph_fn=None):
     self.config = config
     self.num_clients = int(num_clients)
+    # Every round size this driver may run is checked now, so a given k or t
+    # that fails at a smaller round fails here, not when that round starts.
+    self.smallest_round = config.smallest_round(self.num_clients)
     self.parameters = config.protocol_parameters(self.num_clients)
     self.masks = (masks(quantizer.dim, quantizer.word_dtype) if masks is not None
                   else prg_lib.build_mask_prg(config.prg, quantizer.dim, quantizer.word_dtype))
     self.graph_fn = graph_fn or graph_lib.harary_graph
     self._quantizer = quantizer
+    # The active-server option's long-term identities and their registry (the
+    # simulated PKI), enrolled once, before any round, one per client slot.
+    self._identities, self.registry = consistency.enroll(self.num_clients) if config.active_server else ([], None)
 
   def parameters_for(self, num_clients: int) -> params_lib.SecAggParameters:
     if num_clients > self.num_clients:
       raise ValueError(f"{num_clients} clients, but the overflow bound was built for {self.num_clients}")
+    if num_clients < self.smallest_round:
+      raise ValueError(f"a round of {num_clients} clients is below the {self.smallest_round} to {self.num_clients} "
+                       f"this secure sum accepts ({self.config.threat().describe()}; no parameters withstand it "
+                       f"at {self.smallest_round - 1}): sample at least {self.smallest_round} clients")
     return self.parameters if num_clients == self.num_clients else self.config.protocol_parameters(num_clients)
 
   def new_protocol_round(self, num_clients: int, round_num: int,
                          rounding_rng: Optional[np.random.Generator] = None) -> protocol_lib.SecAggRound:
     """Stages 0-1 (keys and shares) for `num_clients` clients; fresh keys every call."""
+    if self.config.active_server:  # signed keys and the consistency check (`consistency`)
+      return consistency.ActiveSecAggRound(
+          self.parameters_for(num_clients), round_num, self._identities, self.registry,
+          order_seed=graph_order_seed(self.config.graph_seed, round_num), rounding_rng=rounding_rng,
+          graph_fn=self.graph_fn)
     return protocol_lib.SecAggRound(self.parameters_for(num_clients), round_num,
                                     graph_order_seed(self.config.graph_seed, round_num), rounding_rng,
                                     graph_fn=self.graph_fn)

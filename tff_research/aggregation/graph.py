@@ -8,6 +8,9 @@ order of the clients (the ring). The order is drawn from the OS CSPRNG every
 round, so nobody can know a future round's graph when corrupt clients are
 chosen (the assumption behind the bound in `params`); tests may fix
 `order_seed`. The server knows the order: it routes the round's messages.
+So the bound also assumes that who drops does not depend on the order;
+`params.ThreatModel(server_chosen_dropouts=True)` drops that assumption
+(k > C + D: H(k, n) is k-vertex-connected, and no C + D removals split it).
 
 `components(graph, survivors)` splits the survivors into the connected parts
 of the subgraph they induce: the server learns the sum of every part it

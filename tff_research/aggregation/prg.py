@@ -22,7 +22,11 @@ dropped clients' pairwise masks the same way. Two PRGs:
 
 Either way the masked vector is uniform over Z_{2^w} to anyone without the
 seeds. The stochastic rounding of the quantizer draws from Philox in both
-cases: its randomness only keeps the rounding unbiased and is never secret.
+cases, keyed by the client's own 128-bit rounding seed from the OS CSPRNG
+(`protocol.ClientState`): the server cannot replay a client's rounding, so
+randomness a client adds (rounding now, noise for privacy later) stays the
+client's. Each memory file a material uses has a path of its own, random
+and removed once the round's computations have read it (`runtime.handoff`).
 """
 from __future__ import annotations
 

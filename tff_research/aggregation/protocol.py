@@ -27,6 +27,10 @@ revealed shares) and never a private key or a pairwise seed of a live pair.
 A client remembers which kind of share it revealed for each peer and refuses
 any later request for the other kind, however the requests are phrased, so
 no sequence of requests gets both b_u and s_u^SK of one client from it.
+That holds per client; a server that sends different survivor lists to
+different clients can still collect each kind from a different group, which
+the active-server option (`consistency.ActiveSecAggRound`: signed keys, and a
+consistency check before stage 3) refuses.
 """
 from __future__ import annotations
 
@@ -60,10 +64,12 @@ def check_release(graph: graph_lib.Graph, params: params_lib.SecAggParameters,
 
   The server learns the sum of every connected part of the survivors'
   subgraph that it unmasks, so the parts must be one; every survivor's
-  self-mask seed and every dropped neighbour's key need t live holders; and
-  on a sparse graph the dropouts must stay within the D the parameters were
-  chosen for, since beyond it the honest survivors' subgraph may be split
-  by corrupt clients in a way no count here can see.
+  self-mask seed and every dropped neighbour's key need t live holders; the
+  dropouts must stay within the D the parameters were chosen for, on every
+  graph, since beyond it the honest survivors' subgraph may be split by
+  corrupt clients in a way no count here can see; and the survivors must
+  number at least C + min_honest, so that min_honest honest inputs are in
+  the sum even if all C corrupt clients survived.
   """
   n, t = params.num_clients, params.threshold
   survivors, dropped = set(survivors), set(dropped)
@@ -72,10 +78,14 @@ def check_release(graph: graph_lib.Graph, params: params_lib.SecAggParameters,
   if len(survivors) < t:
     raise SecureAggregationError(f"only {len(survivors)} of {n} clients survived, below the threshold "
                                  f"t={t}: no aggregate is released")
-  if not params.complete and len(dropped) > params.max_dropouts:
+  if len(dropped) > params.max_dropouts:
     raise SecureAggregationError(
-        f"{len(dropped)} of {n} clients dropped, more than the {params.max_dropouts} the SecAgg+ "
+        f"{len(dropped)} of {n} clients dropped, more than the {params.max_dropouts} the "
         "parameters were chosen for: no aggregate is released")
+  if len(survivors) - params.max_corrupt < params.min_honest:
+    raise SecureAggregationError(
+        f"{len(survivors)} of {n} clients survived: with up to C={params.max_corrupt} of them corrupt, fewer than "
+        f"min_honest={params.min_honest} honest inputs could be in the sum, so no aggregate is released")
   parts = graph_lib.components(graph, survivors)
   if len(parts) > 1:
     sizes = ", ".join(str(len(p)) for p in parts)
@@ -257,6 +267,10 @@ class SecAggRound:
 
     self._clients = [ClientState(u, self.graph, params, round_num, rounding_seed()) for u in range(n)]
     self._server = ServerState(self.graph, params, round_num)
+    self._exchange_keys()
+
+  def _exchange_keys(self) -> None:
+    """Stages 0-1; `consistency.ActiveSecAggRound` signs and checks them (the active-server option)."""
     for c in self._clients:  # stage 0
       self._server.public_keys[c.id] = c.advertise_keys()
     for c in self._clients:  # stage 1

@@ -26,15 +26,23 @@ splits the lanes and subtracts n o. At 13 <= b <= 16 the four lanes are
 16 bits wide and hold consecutive coordinates, so packing and splitting are
 a bitcast. The quantization is the one of b bits either way: packing changes
 the cost, not the result. `bits=0` lets `choose_bits` take the fewest mask
-bits that hold the sum of n clients with at least AUTO_MIN_LEVELS = 2^9
+bits that hold the sum of n clients with at least AUTO_MIN_LEVELS = 2^13
 levels per client over [-c, c] (and the integer leaves): 16 bits for up to
-31 clients, and up to 127 where the clip meets the power-of-two scale well
-(c = 16: 512 levels at 100 clients); 21 bits for up to 2,045 clients (4,094);
-else 32. At b <= 16 the stochastic rounding draws 16 random bits per
-coordinate instead of 32.
+7 clients (5 at c = 100, where the power-of-two scale fits less well), 21
+bits for up to 255 (163), else 32. At b <= 16 the stochastic rounding draws
+16 random bits per coordinate instead of 32.
+
+Refused when the quantizer is built, in one line: fewer than
+MIN_LEVELS_PER_CLIENT = 16 levels per client over [-c, c], and, for float32
+leaves, a clip beyond the largest float32. With `track_error=True` (secure
+FedAvg) each client also encodes its squared rounding error and its clipping
+error as 2 K base-B digits before the counter (`_error_coordinates`), so the
+server learns how far quantization moved the sum (`decode_error`) and, about
+the clients, only those two sums.
 """
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any, Optional
 
@@ -50,14 +58,48 @@ ROUND16_MAX_BITS = 16  # b <= 16: stochastic rounding in int32 fixed point with 
 # bits=0 picks the first of AUTO_BITS (four, then three coordinates per masked
 # 64-bit word) that holds the sum of n clients with at least this many
 # fixed-point levels per client over [-c, c] (and the integer leaves), else 32.
+# Measured on the demo preset at 10 clients (BENCHMARKS.md, "Quantization
+# study"): 16 bits at 3,200 levels (clip 100) moved each round's mean by 12 %
+# (median, relative L2) and 4,096 (clip 16) by 3.9 %, while 21 bits at 204,800
+# moved it 0.6 % and tracked plain FedAvg round for round on Shakespeare and
+# on a corpus of man pages; 2^13 keeps 16 bits only for rounds of a few clients.
 AUTO_BITS = (16, 21)
-AUTO_MIN_LEVELS = 2**9
+AUTO_MIN_LEVELS = 2**13
+# Refused below this many fixed-point levels per client over [-c, c]
+# (2 c s): a step is then more than c / 8, so every value inside the clip
+# becomes one of a handful of integers and one client's rounding error (up
+# to a step a coordinate) is as large as the clip itself. `scale=1e-300`
+# (or too few bits for the clients) gave 0 or +-1 for every value. The
+# coarsest sums the tests check exact (8 bits, 4-6 clients) keep 32.
+MIN_LEVELS_PER_CLIENT = 16
+# float32 leaves never exceed this (beyond it they are inf): a larger clip
+# clips nothing and only coarsens the steps (`clip=1e300` quantized every
+# update to 0 or +-1).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# `track_error=True`: each client's squared rounding error (in steps^2) and
+# clipping error (L2, in steps) are securely summed as fixed-point numbers
+# with this many fractional bits, capped at ERROR_CAP, split into base-B
+# digits (B - 1 = the largest value n clients can add without overflow), so
+# the server gets exact sums of values far larger than one lane holds.
+ERROR_FRACTION_BITS = 8
+ERROR_CAP = 2.0**40
+_ERROR_BITS = 49  # ERROR_CAP * 2^ERROR_FRACTION_BITS = 2^48 < 2^49
 
 
 def _largest_power_of_two_scale(limit: int, num_clients: int, clip: float) -> Optional[float]:
   """The largest power-of-two s with n (c s + 1) <= limit, or None if there is none."""
   max_scale = (limit / num_clients - 1) / clip
   return 2.0**math.floor(math.log2(max_scale)) if max_scale > 0 else None
+
+
+def _error_digits(bits: int, num_clients: int) -> tuple[int, int]:
+  """(base B, digits K) of a tracked error: n clients' digits (each < B) sum to at
+  most 2^(b-1) - 1, and K base-B digits hold every value below 2^_ERROR_BITS."""
+  base = max(2, (2**(bits - 1) - 1) // int(num_clients) + 1)  # a base of 1 is refused by _choose_scale
+  digits = 1
+  while base**digits < 2**_ERROR_BITS:
+    digits += 1
+  return base, digits
 
 
 def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = True,
@@ -81,9 +123,21 @@ def choose_bits(num_clients: int, clip: float, int_clip: int, has_float: bool = 
 
 
 class Quantizer:
-  """Fixed-point encoding of a value structure into Z_{2^b}, and back. Graph code."""
+  """Fixed-point encoding of a value structure into Z_{2^b}, and back. Graph code.
 
-  def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig):
+  Args:
+    value_type: the (nested) tensor type of one client's value.
+    num_clients: the most clients a sum may have (the overflow bound).
+    config: clip, bits, scale and int_clip (`SecureSumConfig`).
+    track_error: also sum each client's squared rounding error and its
+      clipping error (two scalars, securely summed with the value) so the
+      server can state how far quantization moved the sum
+      (`checked_unmask_decode_and_error`); off, the layout is the value and
+      the clipped counter only.
+  """
+
+  def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig,
+               track_error: bool = False):
     self.value_type = tff.types.to_type(value_type)
     self.template = tff.types.structure_from_tensor_type_tree(lambda t: t, self.value_type)
     self.leaves = tf.nest.flatten(self.template)
@@ -91,15 +145,22 @@ class Quantizer:
       raise ValueError("value_type has no tensors")
     self._check_leaves()
     self.sizes = [int(np.prod(leaf.shape, dtype=np.int64)) for leaf in self.leaves]
-    self.payload_dim = sum(self.sizes) + 1  # + the clipped-values counter
     self.num_clients = int(num_clients)
     if self.num_clients < 1:
       raise ValueError("num_clients must be >= 1")
     has_float = any(np.issubdtype(leaf.dtype, np.floating) for leaf in self.leaves)
     has_int = any(np.issubdtype(leaf.dtype, np.integer) for leaf in self.leaves)
+    if any(leaf.dtype == np.float32 for leaf in self.leaves) and float(config.clip) > FLOAT32_MAX:
+      raise ValueError(f"clip {config.clip:g} is beyond the largest float32 ({FLOAT32_MAX:.4g}): float32 values "
+                       "never reach it, so it clips nothing and only coarsens the fixed-point steps")
     self.bits = int(config.bits) or choose_bits(self.num_clients, float(config.clip), int(config.int_clip),
                                                 has_float, has_int, config.scale)
     self.modulus = 2**self.bits
+    self.track_error = bool(track_error) and has_float
+    self.error_base, self.error_digits = (_error_digits(self.bits, self.num_clients) if self.track_error
+                                          else (0, 0))
+    # The leaves, then two tracked errors of error_digits digits each, then the clipped-values counter.
+    self.payload_dim = sum(self.sizes) + 2 * self.error_digits + 1
     self._choose_layout()
     self.clip = float(config.clip)
     # The largest float32 <= c: float32 leaves are clipped there (the same thing).
@@ -159,6 +220,12 @@ class Quantizer:
     if has_int and n * self.int_clip > limit:
       raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
                        f"for bits={self.bits}")
+    levels = 2 * self.clip * self.scale
+    if has_float and levels < MIN_LEVELS_PER_CLIENT:
+      raise ValueError(
+          f"clip {self.clip:g} and scale {self.scale:g} leave {levels:.3g} fixed-point levels per client over "
+          f"[-c, c], fewer than MIN_LEVELS_PER_CLIENT = {MIN_LEVELS_PER_CLIENT}: every value would round to one of "
+          "a few integers; use a larger scale, more bits or fewer clients")
     self.count_cap = limit // n  # the clipped counter saturates here
     # Packed lanes carry q + offset in [0, 2 offset]: every |q| <= limit // n
     # by the rules above, so n such values sum below 2^b and never carry into
@@ -186,7 +253,7 @@ class Quantizer:
     float leaf before clipping; at a power-of-two scale it folds into the
     scale for free, with the same bits as multiplying first.
     """
-    parts, clipped = [], tf.constant(0, tf.int64)
+    parts, clipped, errors = [], tf.constant(0, tf.int64), []
     for i, (leaf, x) in enumerate(zip(self.leaves, tf.nest.flatten(value))):
       x = tf.reshape(x, [-1])
       if np.issubdtype(leaf.dtype, np.floating):
@@ -194,9 +261,11 @@ class Quantizer:
         # up) is within 2^-22 of the fraction: unbiased to within 2^-22 of a step.
         seed = tf.random.experimental.stateless_fold_in(rounding_seed, i)
         if leaf.dtype == np.float32 and self._scale_is_power_of_two:
-          q, out = self._quantize_float32(x, seed, multiplier)
+          q, out, error = self._quantize_float32(x, seed, multiplier)
         else:
-          q, out = self._quantize_float64(x if multiplier is None else x * tf.cast(multiplier, x.dtype), seed)
+          q, out, error = self._quantize_float64(x if multiplier is None else x * tf.cast(multiplier, x.dtype),
+                                                 seed)
+        errors.append(error)
       else:
         x = tf.cast(x, tf.int64)
         out = tf.reduce_sum(tf.cast(tf.abs(x) > self.int_clip, tf.int64))
@@ -205,6 +274,8 @@ class Quantizer:
         q = tf.cast(tf.clip_by_value(x, -self.int_clip, self.int_clip), tf.uint32)
       clipped += out
       parts.append(q)
+    if self.track_error:
+      parts.append(self._error_coordinates(tf.add_n(errors)))
     parts.append(tf.cast(tf.reshape(tf.minimum(clipped, self.count_cap), [1]), tf.uint32))
     padded = self.words * self.lanes if self.lanes > 1 else self.dim  # whole lanes, or an even length
     parts.append(tf.zeros([padded - self.payload_dim], tf.uint32))
@@ -237,9 +308,9 @@ class Quantizer:
     sums = tf.concat(lanes, axis=0)[:self.payload_dim]
     return tf.cast(sums, tf.int64) - tf.cast(clients, tf.int64) * self.offset
 
-  def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor,
-                        multiplier: Optional[tf.Tensor] = None) -> tuple[tf.Tensor, tf.Tensor]:
-    """float32 leaf -> (q mod 2^32 as uint32, count out of range), all in 4-byte arithmetic.
+  def _quantize_float32(self, x: tf.Tensor, seed: tf.Tensor, multiplier: Optional[tf.Tensor] = None
+                        ) -> tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
+    """float32 leaf -> (q mod 2^32 as uint32, count out of range, errors (`_errors`)), in 4-byte arithmetic.
 
     Exact without float64: y = x * s is exact (s is a power of two); when
     every |y| <= clip32 * s (the usual case: this check also fails on NaN and
@@ -269,30 +340,71 @@ class Quantizer:
       xm = x if multiplier is None else x * multiplier
       kept = tf.where(tf.math.is_finite(xm), xm, tf.zeros_like(xm))
       kept = tf.clip_by_value(kept, -self.clip32, self.clip32)
-      return kept * scale, tf.reduce_sum(tf.cast(tf.not_equal(kept, xm), tf.int64))  # out of range, +-inf, NaN
+      out = tf.reduce_sum(tf.cast(tf.not_equal(kept, xm), tf.int64))  # out of range, +-inf, NaN
+      return kept * scale, out, self._clipping_sq(kept, xm)
 
-    y, out = tf.cond(in_range, lambda: (y, tf.constant(0, tf.int64)), clip)
+    y, out, clip_sq = tf.cond(
+        in_range, lambda: (y, tf.constant(0, tf.int64), tf.constant(0.0, tf.float64)), clip)
     if fixed:
       size = int(x.shape[0])
       draws = tf.reshape(tf.bitcast(prg_lib.philox_words(seed, -(-size // 4), tf.uint64), tf.uint16), [-1])[:size]
       q = tf.bitwise.right_shift(tf.cast(y, tf.int32) + tf.cast(draws, tf.int32), 16)
-      return tf.bitcast(q, tf.uint32), out
-    floor = tf.floor(y)
-    u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg="philox")
-    q = tf.cast(floor + tf.cast(u < y - floor, tf.float32), tf.int32)
-    return tf.bitcast(q, tf.uint32), out
+    else:
+      floor = tf.floor(y)
+      u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg="philox")
+      q = tf.cast(floor + tf.cast(u < y - floor, tf.float32), tf.int32)
+    return tf.bitcast(q, tf.uint32), out, self._errors(q, y, clip_sq, unit)
 
-  def _quantize_float64(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  def _quantize_float64(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
     """Other float leaves, or any scale that is not a power of two: in float64."""
     x = tf.cast(x, tf.float64)
     finite = tf.math.is_finite(x)
-    x = tf.where(finite, x, tf.zeros_like(x))
-    out = tf.logical_or(tf.logical_not(finite), tf.abs(x) > self.clip)
-    y = tf.clip_by_value(x, -self.clip, self.clip) * self.scale
+    kept = tf.where(finite, x, tf.zeros_like(x))
+    out = tf.logical_or(tf.logical_not(finite), tf.abs(kept) > self.clip)
+    kept = tf.clip_by_value(kept, -self.clip, self.clip)
+    y = kept * self.scale
     floor = tf.floor(y)
     u = tf.random.stateless_uniform(tf.shape(y), seed=seed, dtype=tf.float32, alg="philox")
     q = tf.cast(floor + tf.cast(tf.cast(u, tf.float64) < y - floor, tf.float64), tf.int64)
-    return tf.cast(q, tf.uint32), tf.reduce_sum(tf.cast(out, tf.int64))  # low 32 bits: q mod 2^32
+    errors = self._errors(q, y, self._clipping_sq(kept, x), 1.0)
+    return tf.cast(q, tf.uint32), tf.reduce_sum(tf.cast(out, tf.int64)), errors  # low 32 bits: q mod 2^32
+
+  def _clipping_sq(self, kept: tf.Tensor, original: tf.Tensor) -> tf.Tensor:
+    """sum((kept - original)^2) in steps^2 (float64); a non-finite original saturates it. 0 when untracked."""
+    if not self.track_error:
+      return tf.constant(0.0, tf.float64)
+    gap = (tf.cast(kept, tf.float64) - tf.cast(original, tf.float64)) * self.scale
+    saturated = tf.fill(tf.shape(gap), tf.constant(ERROR_CAP**2, tf.float64))
+    return tf.reduce_sum(tf.where(tf.math.is_finite(original), tf.square(gap), saturated))
+
+  def _errors(self, q: tf.Tensor, y: tf.Tensor, clip_sq: tf.Tensor, unit: float) -> Optional[tf.Tensor]:
+    """One leaf's (squared rounding error, squared clipping error) in steps^2 as float64[2]; None when untracked.
+
+    `y` is the clipped value in steps times `unit`, `q` what it rounded to.
+    The sum of squares runs in y's dtype (float32 for float32 leaves: one
+    extra pass over the leaf, its rounding far below what the metric needs).
+    """
+    if not self.track_error:
+      return None
+    rounding = tf.reduce_sum(tf.square(tf.cast(q, y.dtype) - y * (1.0 / unit)))
+    return tf.stack([tf.cast(rounding, tf.float64), clip_sq])
+
+  def _error_coordinates(self, errors: tf.Tensor) -> tf.Tensor:
+    """A client's (squared rounding, squared clipping) error -> 2 K base-B digits as uint32. Graph code.
+
+    The rounding error travels squared (independent zero-mean errors add in
+    square: the server wants sum_u ||r_u||^2), the clipping error as a norm
+    (clipping pulls every client towards 0, so only sum_u ||c_u|| bounds
+    ||sum_u c_u||). Each in fixed point with ERROR_FRACTION_BITS, capped at
+    ERROR_CAP (NaN saturates it); each digit is < B, so n clients' digits sum
+    without overflow and the server recovers both sums exactly.
+    """
+    values = tf.stack([errors[0], tf.sqrt(errors[1])])
+    values = tf.where(tf.math.is_nan(values), tf.constant(ERROR_CAP, tf.float64), tf.minimum(values, ERROR_CAP))
+    fixed = tf.cast(tf.round(values * 2.0**ERROR_FRACTION_BITS), tf.int64)
+    base = self.error_base
+    digits = [tf.math.floormod(tf.math.floordiv(fixed, base**j), base) for j in range(self.error_digits)]
+    return tf.cast(tf.reshape(tf.transpose(tf.stack(digits)), [-1]), tf.uint32)  # rounding's digits, then clipping's
 
   def _reduce(self, v: tf.Tensor) -> tf.Tensor:
     """mod 2^b for one coordinate per word; packed words live in Z_{2^64}."""
@@ -306,6 +418,18 @@ class Quantizer:
     encoded = self.encode(value, material["rounding_seed"], multiplier)
     return self._reduce(masks.add_masks(encoded, material))
 
+  def check_clients(self, clients: Any) -> None:
+    """Python side: raises ValueError, in one line, for more clients than the overflow bound covers.
+
+    For code that calls a server computation directly: the graph's own check
+    (`checked_unmask_and_decode`) fails too, but as a multi-line error from
+    TFF's worker.
+    """
+    counted = int(np.asarray(clients))
+    if not 0 <= counted <= self.num_clients:
+      raise ValueError(f"{counted} clients summed, but the overflow bound was built for at most "
+                       f"{self.num_clients}: the sum may have wrapped around, so it is not decoded")
+
   def checked_unmask_and_decode(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
                                 clients: tf.Tensor) -> tuple[Any, tf.Tensor]:
     """`unmask_and_decode`, failing in the graph for more clients than the overflow bound covers.
@@ -313,11 +437,28 @@ class Quantizer:
     The driver checks the count in Python first; this stops a direct call of
     a server computation from decoding a sum that may have wrapped around.
     """
+    return self._decode(self._checked_signed(masked_sum, correction, masks, clients))
+
+  def checked_unmask_decode_and_error(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
+                                      clients: tf.Tensor) -> tuple[Any, tf.Tensor, Any]:
+    """`checked_unmask_and_decode`, plus the quantization error of the sum (`track_error=True`). Graph code.
+
+    Returns (value structure, clipped count as int64, an OrderedDict of
+    float64 scalars: `quantization_error` and `clipping_error`, relative L2,
+    see `decode_error`).
+    """
+    if not self.track_error:
+      raise ValueError("the quantizer was built with track_error=False")
+    signed = self._checked_signed(masked_sum, correction, masks, clients)
+    value, clipped = self._decode(signed)
+    return value, clipped, self.decode_error(signed)
+
+  def _checked_signed(self, masked_sum, correction, masks: prg_lib.MaskPrg, clients) -> tf.Tensor:
     check = tf.debugging.assert_less_equal(
         clients, tf.constant(self.num_clients, tf.int32),
         message=f"more clients than the {self.num_clients} the overflow bound was built for")
     with tf.control_dependencies([check]):
-      return self.unmask_and_decode(tf.identity(masked_sum), correction, masks, clients)
+      return self._unmask(tf.identity(masked_sum), correction, masks, clients)
 
   def unmask_and_decode(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
                         clients: tf.Tensor):
@@ -326,12 +467,17 @@ class Quantizer:
     `clients`: how many vectors were summed. Returns (value structure,
     clipped count as int64).
     """
+    return self._decode(self._unmask(masked_sum, correction, masks, clients))
+
+  def _unmask(self, masked_sum, correction, masks: prg_lib.MaskPrg, clients) -> tf.Tensor:
+    """The signed int64 sum per payload coordinate."""
     unmasked = self._reduce(masked_sum - masks.add_masks(tf.zeros([self.dim], self.word_dtype), correction))
     if self.lanes > 1:
-      signed = self._unpack(unmasked, clients)
-    else:
-      s = tf.cast(unmasked, tf.int64)
-      signed = tf.where(s >= 2**(self.bits - 1), s - self.modulus, s)
+      return self._unpack(unmasked, clients)
+    s = tf.cast(unmasked, tf.int64)
+    return tf.where(s >= 2**(self.bits - 1), s - self.modulus, s)
+
+  def _decode(self, signed: tf.Tensor) -> tuple[Any, tf.Tensor]:
     leaves, offset = [], 0
     for leaf, size in zip(self.leaves, self.sizes):
       part = signed[offset:offset + size]
@@ -340,6 +486,35 @@ class Quantizer:
         part = tf.cast(part, tf.float64) / self.scale
       leaves.append(tf.reshape(tf.cast(part, leaf.dtype), leaf.shape))
     return tf.nest.pack_sequence_as(self.template, leaves), signed[self.payload_dim - 1]
+
+  def decode_error(self, signed: tf.Tensor) -> Any:
+    """How far quantization moved the released sum of the float leaves, relative L2. Graph code.
+
+    From what the server holds: the released sum S (in steps) and the two
+    securely summed error scalars. Rounding errors are zero-mean and
+    independent across clients (each rounds with its own secret seed), so
+    E||sum_u r_u||^2 = sum_u ||r_u||^2: sqrt of the summed squares is the
+    expected size of the sum's rounding error. Clipping pulls values towards
+    0 and can add up, so its part is the bound sum_u ||c_u||. Both over
+    ||S|| (the exact sum is unknown to the server; S differs from it by the
+    error itself): `quantization_error` = (rounding + clipping) / ||S||,
+    `clipping_error` = clipping / ||S||; inf where S is 0 but the error is not.
+    """
+    floats = [signed[sum(self.sizes[:i]):sum(self.sizes[:i + 1])] for i, leaf in enumerate(self.leaves)
+              if np.issubdtype(leaf.dtype, np.floating)]
+    norm = tf.norm(tf.cast(tf.concat(floats, axis=0), tf.float64))
+    start, k = sum(self.sizes), self.error_digits
+    digits = tf.reshape(tf.cast(signed[start:start + 2 * k], tf.float64), [2, k])
+    powers = tf.constant([float(self.error_base**j) for j in range(k)], tf.float64)
+    totals = tf.reduce_sum(digits * powers, axis=1) / 2.0**ERROR_FRACTION_BITS
+    rounding, clipping = tf.sqrt(totals[0]), totals[1]
+
+    def relative(error):
+      return tf.where(norm > 0, error / tf.maximum(norm, 1e-300),
+                      tf.where(error > 0, tf.constant(np.inf, tf.float64), tf.constant(0.0, tf.float64)))
+
+    return collections.OrderedDict(quantization_error=relative(rounding + clipping),
+                                   clipping_error=relative(clipping))
 
   def upload_bytes(self) -> int:
     """Bytes of one masked vector: its 64-bit words when packed, else b bits per coordinate."""

@@ -33,6 +33,7 @@ from tff_research.aggregation import driver as driver_lib
 from tff_research.aggregation import prg as prg_lib
 from tff_research.aggregation import protocol as protocol_lib
 from tff_research.aggregation import quantization
+from tff_research.runtime import resident
 
 
 @dataclasses.dataclass
@@ -56,6 +57,37 @@ class SumComputations:
   server_view: Any     # (values@CLIENTS, material@CLIENTS) -> the masked vectors as they enter the sum
   masked_sum: Any      # (values@CLIENTS, material@CLIENTS) -> <masked_sum@SERVER, clients@SERVER>
   unmask: Any          # (masked_sum@SERVER, clients@SERVER, correction@SERVER) -> <value, clipped>@SERVER
+
+
+class CountChecked:
+  """A server computation that refuses, in Python and in one line, more clients than the overflow bound covers.
+
+  Called directly with too large a count, the computation's own graph check
+  would fail inside TFF's worker as a multi-line gRPC error; this raises
+  `ValueError` before TFF is called. Everything else (`type_signature`, ...)
+  is the wrapped computation's.
+
+  Args:
+    comp: the computation.
+    quantizer: whose `check_clients` applies.
+    clients_index: the position of the client count among the arguments.
+  """
+
+  def __init__(self, comp: Any, quantizer: quantization.Quantizer, clients_index: int):
+    self._comp = comp
+    self._quantizer = quantizer
+    self._clients_index = clients_index
+
+  def __call__(self, *args: Any) -> Any:
+    if len(args) > self._clients_index:
+      count = np.asarray(resident.fetch(args[self._clients_index]))
+      # A concrete count only: traced inside another computation, the graph's check remains.
+      if count.size == 1 and np.issubdtype(count.dtype, np.integer):
+        self._quantizer.check_clients(count)
+    return self._comp(*args)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._comp, name)
 
 
 def build_sum_computations(q: quantization.Quantizer, masks: prg_lib.MaskPrg) -> SumComputations:
@@ -94,7 +126,8 @@ def build_sum_computations(q: quantization.Quantizer, masks: prg_lib.MaskPrg) ->
   def unmask(masked, clients, correction):
     return tff.federated_map(server_unmask, tff.federated_zip((masked, clients, correction)))
 
-  return SumComputations(client_encode, client_mask, server_unmask, server_view, masked_sum, unmask)
+  return SumComputations(client_encode, client_mask, CountChecked(server_unmask, q, 1), server_view, masked_sum,
+                         CountChecked(unmask, q, 1))
 
 
 class SecureSum:

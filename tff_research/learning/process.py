@@ -9,7 +9,7 @@ our pairwise-masked secure sum), so the training loop treats them alike.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import tensorflow_federated as tff
 
@@ -106,7 +106,8 @@ class ResidentStateProcess:
     return getattr(self._process, name)
 
 
-def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True):
+def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True,
+                           rounding_randomness: Optional[secure_fed_avg.RoundingRandomness] = None):
   """The learning process for `config` (see module docstring for its interface).
 
   Args:
@@ -116,12 +117,15 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
     keep_state_on_worker: keep the server state on the TFF worker between
       rounds (`ResidentStateProcess`); False sends it to Python and back every
       round, as calling a `tff.learning` process directly does.
+    rounding_randomness: aggregator="secure" only, for tests that compare
+      runs bit for bit (`secure_fed_avg.reproducible_rounding`); None, as in
+      every real run, leaves each client's rounding to its own CSPRNG.
 
   Returns:
     An object with `initialize`, `next(state, datasets)`, `get_model_weights`
     and `set_model_weights`.
   """
-  process = _build_training_process(model_fn, config, keep_state_on_worker)
+  process = _build_training_process(model_fn, config, keep_state_on_worker, rounding_randomness)
   if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
     process = _WithInitialWeights(process, model_fn.initial_weights())
   if keep_state_on_worker and config.aggregator != "secure":
@@ -129,7 +133,8 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
   return process
 
 
-def _build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool):
+def _build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool,
+                            rounding_randomness: Optional[secure_fed_avg.RoundingRandomness] = None):
   server_optimizer = optimizers_lib.build_optimizer(config.server_optimizer)
   loop = loop_implementation(config.loop)
   if config.algorithm == "fedsgd":
@@ -141,7 +146,7 @@ def _build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmCon
                                  loop_implementation=loop_implementation(config.loop),
                                  keep_state_on_worker=keep_state_on_worker)
     return secure_fed_avg.build_secure_weighted_fed_avg(
-        model_fn, client_optimizer, server_optimizer, secure)
+        model_fn, client_optimizer, server_optimizer, secure, rounding_randomness)
   return tff.learning.algorithms.build_weighted_fed_avg(
       model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer,
       loop_implementation=loop)

@@ -12,7 +12,9 @@ Rerunning with the same directory continues after the latest checkpoint. The
 CSV release manager drops rows at or after the key it writes, so a round that
 was recorded but not checkpointed before a crash is recorded once, not twice.
 Client sampling and batch order are functions of (seed, round), so a resumed
-run computes exactly what an uninterrupted one would.
+run computes exactly what an uninterrupted one would; with
+`--aggregator=secure` up to the clients' stochastic rounding, which is each
+client's own secret randomness (`aggregation.secure_fed_avg`), not bit for bit.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
+from tff_research.aggregation import secure_fed_avg
 from tff_research.aggregation.protocol import SecureAggregationError
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
@@ -213,9 +216,11 @@ def run_federated_training(
   rounds = range(resumed_from + 1, config.rounds + 1)
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
       progress and len(rounds)) else None
+  warned = False
   try:
     for round_num in rounds:
       state, record = _train_round(training_process, state, data, config, round_num, log)
+      warned = warned or _warn_about_quantization(record, round_num, bar, log)
       if round_num % config.eval_every == 0 or round_num == config.rounds:
         final_eval = record["eval"] = evaluate(state)
       files.record(record, round_num, state)
@@ -244,6 +249,38 @@ def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig,
     record["secure"] = secure
   record["round_seconds"] = time.time() - round_start
   return output.state, record
+
+
+def _warn_about_quantization(record: dict[str, Any], round_num: int, bar, log) -> bool:
+  """Writes `quantization_warning`'s line, if any, to the run's log; returns whether it did.
+
+  The caller stops asking after the first (once a run: metrics.csv has every round's figure).
+  """
+  warning = quantization_warning(record, round_num)
+  if warning:
+    (bar.write if bar is not None else log)(warning)
+  return warning is not None
+
+
+def quantization_warning(record: dict[str, Any], round_num: int) -> Optional[str]:
+  """One warning line when secure aggregation's quantization moved the round's mean too far, else None.
+
+  Args:
+    record: the round's record (`_train_round`); only secure rounds carry
+      `secure/quantization_error` (`secure_fed_avg` explains the figure).
+    round_num: the round.
+
+  Returns:
+    The line, or None at or below `secure_fed_avg.QUANTIZATION_WARNING_LEVEL`.
+  """
+  error = record.get("secure", {}).get("quantization_error")
+  level = secure_fed_avg.QUANTIZATION_WARNING_LEVEL
+  if error is None or not error > level:
+    return None
+  return (f"warning: round {round_num}: quantization moved the secure mean update by {error:.1%} (relative L2, "
+          f"above {level:.0%}), so this run may not track plain FedAvg; more --secure_bits or a --secure_clip "
+          "nearer the updates' range lowers it (said once a run; secure/quantization_error in metrics.csv has "
+          "every round)")
 
 
 def _report(record: dict[str, Any], round_num: int, rounds: int, bar, log) -> dict[str, float]:

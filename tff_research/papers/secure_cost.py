@@ -34,6 +34,8 @@ def chosen_optimizer(exp2_summary: Optional[dict[str, Any]]) -> tuple[str, float
 
 def plan(scale: str, exp2_summary: Optional[dict[str, Any]] = None) -> list[common.PlannedRun]:
   base = common.base_config(scale)
+  # The secure sum keeps 2 honest inputs in every release: 4 clients at the least (smoke has 3).
+  base = dataclasses.replace(base, clients_per_round=max(base.clients_per_round, 4))
   optimizer, lr, _ = chosen_optimizer(exp2_summary)
   epsilon = adaptive_optimizers.OPTIMIZERS[optimizer][2]
   base = dataclasses.replace(base, server_optimizer=optimizer, server_learning_rate=lr,
