@@ -46,6 +46,15 @@ def test_parse_play_splits_speeches_by_role_and_drops_stage_directions():
   assert all("Exit" not in s and "Aside" not in s for v in speeches.values() for s in v)
 
 
+def test_parse_play_line_unit_keeps_each_line_of_a_speech():
+  lines = shakespeare.parse_play(PLAY, unit="line")
+  assert lines["ALPHA"] == ["Good morrow, friend.", "How now?", "Farewell; 'tis late."]
+  assert lines["BETA"] == ["Hail."] and lines["FIRST_LORD"] == ["One line only."]
+  assert [len(s) for s in shakespeare.parse_speech_lines(PLAY)["ALPHA"]] == [2, 1]
+  with pytest.raises(ValueError, match="unit='verse' is not one of: speech, line"):
+    shakespeare.parse_play(PLAY, unit="verse")
+
+
 def test_split_by_order_keeps_first_80_percent_for_train_and_drops_small_clients():
   corpus = federated_text.split_by_order(
       [("p/A", [f"s{i}" for i in range(10)]), ("p/B", ["x", "y"]), ("p/C", ["only"])], "toy")

@@ -89,43 +89,94 @@ def test_char_experiments_use_the_papers_settings():
   assert reddi["sgdm"].server_momentum == 0.9 and reddi["sgd"].server_learning_rate == 1.0
   for config in reddi.values():
     assert (config.task, config.clients_per_round, config.client_batch_size, config.client_epochs,
-            config.client_learning_rate, config.rounds) == ("next_char", 10, 4, 1, 1.0, 300)
-  mcmahan = {r.label: r.config for r in fedavg_vs_fedsgd_char.plan("paper", 1146)}
+            config.client_learning_rate, config.rounds, config.shakespeare_unit) == (
+                "next_char", 10, 4, 1, 1.0, 300, "speech")
+  mcmahan = {r.label: r.config for r in fedavg_vs_fedsgd_char.plan("paper", 1154)}
   assert {c.clients_per_round for c in mcmahan.values()} == {115}  # C = 0.1
-  assert mcmahan["fedsgd"].algorithm == "fedsgd" and mcmahan["fedsgd"].server_learning_rate == 1.47
-  assert (mcmahan["fedavg_e5_b10"].client_epochs, mcmahan["fedavg_e5_b10"].client_batch_size) == (5, 10)
-  assert mcmahan["fedavg_e1_b10"].client_learning_rate == 1.47
-  assert len(fedavg_vs_fedsgd_char.plan("full", 1146)) == 9  # three learning rates
+  assert {c.shakespeare_unit for c in mcmahan.values()} == {"line"}
+  assert mcmahan["lines_fedsgd"].algorithm == "fedsgd" and mcmahan["lines_fedsgd"].server_learning_rate == 1.47
+  e5, e1 = mcmahan["lines_fedavg_e5_b10"], mcmahan["lines_fedavg_e1_b10"]
+  assert (e5.client_epochs, e5.client_batch_size, e5.rounds, e5.eval_every) == (5, 10, 80, 5)
+  assert (e1.client_learning_rate, e1.rounds, mcmahan["lines_fedsgd"].eval_every) == (1.47, 300, 10)
+  assert len(fedavg_vs_fedsgd_char.plan("full", 1154)) == 9  # three learning rates
+
+
+def _write_metrics(run_dir, rows):
+  """metrics.csv with columns round, eval/accuracy, train/loss (None leaves a cell empty)."""
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "metrics.csv"), "w", encoding="utf-8") as f:
+    f.write("round,eval/accuracy,train/loss\n")
+    f.writelines(f"{r},{'' if a is None else a},{'' if loss is None else loss}\n" for r, a, loss in rows)
 
 
 def test_char_fedsgd_rate_comes_from_a_pilot_on_training_loss(tmp_path):
   """Every pilot rate runs the pilot's rounds; the lowest second-half training loss gets FedSGD's budget."""
-  before = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1146)}
-  pilots = ["fedsgd", "fedsgd_lr0.68", "fedsgd_lr0.32"]
-  assert [label for label in before if label.startswith("fedsgd")] == pilots
+  before = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1154, str(tmp_path))}
+  pilots = ["lines_fedsgd", "lines_fedsgd_lr0.68", "lines_fedsgd_lr0.32"]
+  assert [label for label in before if "fedsgd" in label] == pilots
   assert {before[label].config.rounds for label in pilots} == {20}
-  assert before["fedsgd_lr0.32"].config.server_learning_rate == pytest.approx(1.47 * 10 ** (-2 / 3))
+  assert before["lines_fedsgd_lr0.32"].config.server_learning_rate == pytest.approx(1.47 * 10 ** (-2 / 3))
   # Round 1-10 losses do not count; rounds 11-20 do (the 0.68 rate wins there).
-  losses = {"fedsgd": [9.0] * 10 + [6.0] * 10, "fedsgd_lr0.68": [4.0] * 10 + [3.0] * 10,
-            "fedsgd_lr0.32": [2.0] * 10 + [3.5] * 10}
-  for label, values in losses.items():
-    os.makedirs(tmp_path / "runs" / label)
-    with open(tmp_path / "runs" / label / "metrics.csv", "w", encoding="utf-8") as f:
-      f.write("round,train/loss\n" + "".join(f"{r},{v}\n" for r, v in enumerate(values, 1)))
-  context = _FakeContext(str(tmp_path))
-  context.scale, context.run = "paper", lambda planned, until_round=None: context.stops.append(until_round)
-  chosen = fedavg_vs_fedsgd_char.choose_fedsgd_exponent(context, 1146)
-  assert context.stops == [20] and chosen == pytest.approx(-1 / 3)
-  after = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1146, chosen)}
-  assert after["fedsgd_lr0.68"].config.rounds == 300 and after["fedsgd_lr0.68"].params["pilot"] == "chosen"
-  assert after["fedsgd"].config.rounds == 20 and after["fedsgd"].params["pilot"] == "pilot only"
-  # A pilot stopped early (--until_round) chooses nothing yet.
-  assert fedavg_vs_fedsgd_char.pilot_loss(str(tmp_path / "runs" / "fedsgd"), 30) == float("inf")
+  losses = {"lines_fedsgd": [9.0] * 10 + [6.0] * 10, "lines_fedsgd_lr0.68": [4.0] * 10 + [3.0] * 10,
+            "lines_fedsgd_lr0.32": [2.0] * 10 + [3.5] * 10}
+  for label, values in list(losses.items())[:2]:
+    _write_metrics(str(tmp_path / "runs" / label), [(r, None, v) for r, v in enumerate(values, 1)])
+  assert fedavg_vs_fedsgd_char.choose_fedsgd_exponent("paper", str(tmp_path)) is None  # one pilot not run yet
+  label, values = list(losses.items())[2]
+  _write_metrics(str(tmp_path / "runs" / label), [(r, None, v) for r, v in enumerate(values, 1)])
+  assert fedavg_vs_fedsgd_char.choose_fedsgd_exponent("paper", str(tmp_path)) == pytest.approx(-1 / 3)
+  after = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1154, str(tmp_path))}
+  assert after["lines_fedsgd_lr0.68"].config.rounds == 300 and after["lines_fedsgd_lr0.68"].params["pilot"] == "chosen"
+  assert after["lines_fedsgd"].config.rounds == 20 and after["lines_fedsgd"].params["pilot"] == "pilot only"
+  assert fedavg_vs_fedsgd_char.pilot_loss(str(tmp_path), "lines_fedsgd", 30) == float("inf")
 
 
-def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path):
-  curves = {"fedsgd": [(10, 0.20), (20, 0.3071)], "fedavg_e1_b10": [(5, 0.25), (10, 0.32)],
-            "fedavg_e5_b10": [(5, 0.31), (10, 0.55)]}
+def test_rounds_to_a_target_raw_and_on_the_interpolated_best_so_far_curve():
+  curve = [(5, 0.50), (10, 0.53), (12, 0.52), (14, 0.55), (16, 0.51)]
+  assert common.best_so_far(curve) == [(5, 0.50), (10, 0.53), (12, 0.53), (14, 0.55), (16, 0.55)]
+  assert common.rounds_to(curve, 0.54) == 14
+  # Best so far 0.53 at round 12, 0.55 at 14: 0.54 is halfway.
+  assert common.rounds_to_interpolated(curve, 0.54) == pytest.approx(13.0)
+  assert common.rounds_to_interpolated(curve, 0.515) == pytest.approx(7.5)
+  assert common.rounds_to_interpolated(curve, 0.50) is None  # there at the first evaluation
+  assert common.rounds_to(curve, 0.56) is None and common.rounds_to_interpolated(curve, 0.56) is None
+
+
+def test_char_fedavg_stops_10_rounds_after_54_and_evaluates_densely_near_it(tmp_path):
+  runs = str(tmp_path / "runs")
+  _write_metrics(os.path.join(runs, "lines_fedavg_e5_b10"),
+                 [(10, 0.40, 2.0), (20, 0.505, 1.8), (22, 0.53, 1.7), (24, 0.545, 1.6), (30, 0.55, 1.5)])
+  _write_metrics(os.path.join(runs, "lines_fedavg_e1_b10"), [(10, 0.30, 2.5), (20, 0.50, 2.2)])
+  planned = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1154, str(tmp_path))}
+  e5, e1 = planned["lines_fedavg_e5_b10"], planned["lines_fedavg_e1_b10"]
+  assert (e5.config.rounds, e5.config.eval_every, e5.params["stop"]) == (34, 2, "54 % + 10 rounds")
+  assert (e1.config.rounds, e1.config.eval_every, e1.params.get("stop")) == (300, 5, None)
+  assert not [label for label in planned if "_lr" in label and "fedavg" in label]
+
+
+def test_char_fedavg_plateau_stops_the_run_and_starts_the_neighbouring_rates(tmp_path):
+  """E = 5's window is 20 rounds: best 52.0 % at 40, 52.3 % at 60 (< 0.5 points) is a plateau at 60."""
+  curve = [(10, 0.45, 2.0), (20, 0.50, 1.8), (30, 0.515, 1.7), (40, 0.52, 1.6), (50, 0.521, 1.5),
+           (60, 0.523, 1.4)]
+  assert fedavg_vs_fedsgd_char.plateau_round([(r, a) for r, a, _ in curve], 20) == 60
+  assert fedavg_vs_fedsgd_char.plateau_round([(r, a) for r, a, _ in curve[:5]], 20) is None  # 0.6 points by 50
+  _write_metrics(str(tmp_path / "runs" / "lines_fedavg_e5_b10"), curve)
+  planned = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1154, str(tmp_path))}
+  e5 = planned["lines_fedavg_e5_b10"]
+  assert (e5.config.rounds, e5.params["stop"], e5.config.eval_every) == (60, "plateau at round 60", 2)
+  up, down = planned["lines_fedavg_e5_b10_lr2.16"], planned["lines_fedavg_e5_b10_lr1.00"]
+  assert up.config.client_learning_rate == pytest.approx(1.47 * 10 ** (1 / 6))
+  assert down.config.client_learning_rate == pytest.approx(1.47 * 10 ** (-1 / 6))
+  assert (up.config.rounds, up.config.client_epochs, up.params["neighbour_of"]) == (80, 5, "lines_fedavg_e5_b10")
+  # A neighbour that plateaus stops too, and starts no rates of its own.
+  _write_metrics(str(tmp_path / "runs" / "lines_fedavg_e5_b10_lr2.16"), curve)
+  again = {r.label: r for r in fedavg_vs_fedsgd_char.plan("paper", 1154, str(tmp_path))}
+  assert again["lines_fedavg_e5_b10_lr2.16"].config.rounds == 60 and len(again) == len(planned)
+
+
+def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_best(tmp_path):
+  curves = {"fedsgd": [(10, 0.20), (20, 0.3071), (30, 0.29)], "fedavg_e1_b10": [(5, 0.25), (10, 0.32)],
+            "fedavg_e5_b10": [(5, 0.31), (10, 0.50), (12, 0.58)]}
   rows = []
   for label, curve in curves.items():
     _write_curve(str(tmp_path / "runs" / label), curve)
@@ -134,17 +185,23 @@ def test_char_fedsgd_analysis_reports_rounds_to_54_and_to_fedsgds_final(tmp_path
                  "rounds": curve[-1][0], "planned_rounds": 100, "final_accuracy": curve[-1][1],
                  "train_seconds": 1.0, "unigram_accuracy": 0.17})
   analysis = fedavg_vs_fedsgd_char.analyze(rows, str(tmp_path))
-  assert analysis["second_target"] == pytest.approx(0.307)
+  assert analysis["second_target"] == pytest.approx(0.307)  # FedSGD's best, not its last
   table = {t["label"]: t for t in analysis["table"]}
-  assert table["fedavg_e5_b10"]["rounds_to_54"] == 10 and table["fedsgd"]["rounds_to_54"] is None
-  assert table["fedavg_e5_b10"]["rounds_to_fedsgd_final"] == 5
-  # FedSGD first reached its final 30.7 % at round 20; FedAvg E=5 was there by its first evaluation.
-  assert table["fedavg_e5_b10"]["speedup_at_fedsgd_final"] == pytest.approx(4.0)
-  assert table["fedavg_e1_b10"]["speedup_at_fedsgd_final"] == pytest.approx(2.0)
+  assert table["fedavg_e5_b10"]["rounds_to_54"] == 12 and table["fedsgd"]["rounds_to_54"] is None
+  assert table["fedavg_e5_b10"]["rounds_to_54_interpolated"] == pytest.approx(11.0)
+  assert table["fedavg_e5_b10"]["rounds_to_fedsgd_best"] == 5
+  assert table["fedavg_e5_b10"]["rounds_to_fedsgd_best_interpolated"] is None
+  fedsgd_rounds = 10 + (0.307 - 0.20) / (0.3071 - 0.20) * 10
+  assert table["fedsgd"]["rounds_to_fedsgd_best_interpolated"] == pytest.approx(fedsgd_rounds)
+  e1_rounds = 5 + (0.307 - 0.25) / (0.32 - 0.25) * 5
+  assert table["fedavg_e1_b10"]["speedup_at_fedsgd_best"] == pytest.approx(fedsgd_rounds / e1_rounds)
   assert not table["fedavg_e1_b10"]["speedup_is_lower_bound"]
-  assert table["fedavg_e5_b10"]["speedup_is_lower_bound"] and table["fedsgd"]["speedup_at_fedsgd_final"] is None
+  # FedAvg E=5 was there by its first evaluation: its speed-up is a lower bound.
+  assert table["fedavg_e5_b10"]["speedup_at_fedsgd_best"] == pytest.approx(fedsgd_rounds / 5)
+  assert table["fedavg_e5_b10"]["speedup_is_lower_bound"] and table["fedsgd"]["speedup_at_fedsgd_best"] is None
   markdown = report.fedavg_vs_fedsgd_char_markdown({"analysis": analysis})
-  assert "not reached" in markdown and "| >= 4x |" in markdown
+  assert "not reached" in markdown and "| 12 (11.0) |" in markdown and "| <= 5 |" in markdown
+  assert f"| >= {fedsgd_rounds / 5:.3g}x |" in markdown
   named = report._labelled_curves({"experiment": "fedavg_vs_fedsgd_char", "analysis": {**analysis, "curves": curves}})
   assert list(named) == ["FedSGD, lr 1.47", "FedAvg E=1, B=10, lr 1.47", "FedAvg E=5, B=10, lr 1.47"]
 
@@ -184,6 +241,25 @@ def test_staged_runs_advance_together_and_a_restart_skips_finished_stages(tmp_pa
   again = _FakeContext(str(tmp_path))
   common.run_staged(again, planned, lambda rows: {}, stage_rounds=20)
   assert again.stops == [60]  # both runs are past 40: nothing before the next unfinished stage
+
+
+def test_a_replanned_stage_runs_only_what_changed(tmp_path):
+  """After every stage the plan is read again: a run added then starts at stage 1, finished runs are not rerun."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  base = common.base_config("smoke", "next_char")
+  first = [common.PlannedRun("a", dataclasses.replace(base, rounds=40), {}),
+           common.PlannedRun("b", dataclasses.replace(base, rounds=10), {})]
+  later = first + [common.PlannedRun("c", dataclasses.replace(base, rounds=20), {})]
+  context = _FakeContext(str(tmp_path))
+  ran = []
+  real_run = context.run
+  context.run = lambda planned, until_round=None: ran.append([p.label for p in planned]) or real_run(
+      planned, until_round)
+  rows, _ = common.run_staged(context, first, lambda rows: {}, stage_rounds=10,
+                              replan=lambda: later if common.completed_rounds(str(tmp_path), "a") >= 20 else first)
+  assert context.stops == [10, 20, 10, 20, 30, 40]
+  assert ran == [["a", "b"], ["a"], ["c"], ["c"], ["a"], ["a"]]
+  assert [r["rounds"] for r in rows] == [40, 10, 20]
 
 
 def test_mean_std_ignores_nan():

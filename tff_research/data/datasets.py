@@ -33,7 +33,7 @@ _OPTIONS = {
 
 
 def _build_shakespeare() -> FederatedText:
-  return federated_text.split_by_order(shakespeare.iter_role_speeches(), "shakespeare")
+  return federated_text.split_by_order(shakespeare.iter_role_texts("speech"), "shakespeare")
 
 
 _CACHED_BUILDERS: dict[str, Callable[[], FederatedText]] = {

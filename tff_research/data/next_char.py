@@ -9,9 +9,16 @@ target = window[1:]. `build_char_data` builds the same windows once, in numpy
 (tests/test_next_char.py checks them against TFF's own preprocessing function),
 so every round only slices int32 arrays, as for words.
 
-`mcmahan_shakespeare()` is the paper's federated Shakespeare: one client per
-(play, speaking role) with at least two lines (here: speeches), the last 20 %
-of a role's lines, rounded up to at least one, test, in order (Section 3).
+`mcmahan_shakespeare(unit)` is the paper's federated Shakespeare: one client
+per (play, speaking role), the last 20 % of a role's texts, rounded up to at
+least one, test, in order (Section 3). A text is a speech (`unit="speech"`,
+the default, as TFF's and LEAF's Shakespeare make an example "a contiguous set
+of lines spoken by the character") or one line of a speech (`unit="line"`,
+McMahan et al.'s examples). The paper keeps the roles "with at least two
+lines"; both units keep the roles with at least two speeches: on our plays that
+gives 1,154 roles against the paper's 1,146, where two verse lines would keep
+1,281 (tests/test_next_char.py checks the line split's figures against the
+paper's).
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from tff_research.data import vocab as vocab_lib
 CHAR_VOCAB: tuple[str, ...] = tuple(char_prediction_preprocessing.CHAR_VOCAB)
 SEQUENCE_LENGTH = char_prediction_preprocessing.DEFAULT_SEQUENCE_LENGTH  # 80, McMahan et al.
 TEST_SHARE = 0.2
+MIN_SPEECHES = 2  # the client filter, for either unit (see the module docstring)
 
 
 def char_vocabulary() -> vocab_lib.Vocabulary:
@@ -91,9 +99,63 @@ def split_last_share(texts_by_client: Iterable[tuple[str, list[str]]], name: str
   return federated_text.FederatedText(name, train, test, tokenizer="bytes")
 
 
-def mcmahan_shakespeare() -> federated_text.FederatedText:
-  """Federated Shakespeare split as McMahan et al. 2017 (Section 3) describe it."""
-  return split_last_share(shakespeare.iter_role_speeches(), "shakespeare")
+def mcmahan_shakespeare(unit: str = shakespeare.DEFAULT_UNIT) -> federated_text.FederatedText:
+  """Federated Shakespeare split as McMahan et al. 2017 (Section 3) describe it.
+
+  Args:
+    unit: what one text is, a speech or a line (`shakespeare.UNITS`).
+
+  Returns:
+    One client per role with at least `MIN_SPEECHES` speeches; the last 20 %
+    of its texts (rounded up, at least one) test. Named "shakespeare" for
+    speeches, "shakespeare lines" for lines.
+  """
+  shakespeare.check_unit(unit)
+  roles = ((client_id, shakespeare.texts_of(speeches, unit))
+           for client_id, speeches in shakespeare.iter_role_speech_lines() if len(speeches) >= MIN_SPEECHES)
+  return split_last_share(roles, "shakespeare" if unit == shakespeare.DEFAULT_UNIT else f"shakespeare {unit}s")
+
+
+def updates_per_round(data: nwp.NWPData, epochs: int, batch_size: int) -> float:
+  """McMahan et al.'s u = E n / (K B): expected local updates per client per round (Table 2).
+
+  n is the number of train examples of all K train clients; an example here is
+  one window of `sequence_length + 1` ids (a line of up to 79 bytes is one).
+  Partial batches are not rounded up, as in the paper's formula.
+
+  Args:
+    data: the train clients' windows.
+    epochs: E, local epochs.
+    batch_size: B, local batch size.
+
+  Returns:
+    u.
+  """
+  windows = sum(len(rows) for rows in data.train.values())
+  return epochs * windows / (len(data.train) * batch_size)
+
+
+def split_figures(data: nwp.NWPData) -> dict[str, int]:
+  """Clients, characters and windows of the train and test split of character windows.
+
+  A character is an id other than padding, BOS and EOS: one byte of a text
+  (an out-of-vocabulary byte included), as `character_counts` counts them.
+
+  Args:
+    data: `build_char_data`'s windows.
+
+  Returns:
+    {clients, train_characters, test_characters, train_windows, test_windows}.
+  """
+  special = [data.vocab.pad_id, data.vocab.bos_id, data.vocab.eos_id]
+
+  def characters(split):
+    return int(sum(np.isin(rows, special, invert=True).sum() for rows in split.values()))
+
+  return {"clients": len(data.train), "train_characters": characters(data.train),
+          "test_characters": characters(data.test),
+          "train_windows": sum(len(rows) for rows in data.train.values()),
+          "test_windows": sum(len(rows) for rows in data.test.values())}
 
 
 def character_counts(corpus: federated_text.FederatedText) -> tuple[int, int]:

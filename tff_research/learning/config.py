@@ -9,6 +9,8 @@ import dataclasses
 import os
 from typing import Any, Optional
 
+from tff_research.data import shakespeare as shakespeare_lib
+
 TASKS = ("next_word", "next_char")
 
 
@@ -30,6 +32,9 @@ class ExperimentConfig:
   dataset: str = setting("shakespeare", "federated text: shakespeare | stackoverflow[:max_clients=N] (TFF's "
                          "SQLite file in --data_dir) | jsonl:PATH | textdir:PATH (see docs/data.md)")
   data_dir: Optional[str] = setting(None, "where corpora are cached (default: ~/.cache/tff_research)")
+  shakespeare_unit: str = setting(shakespeare_lib.DEFAULT_UNIT, "next_char on --dataset=shakespeare: an example "
+                                  "is a speech, or one line of it (McMahan et al. 2017's examples)",
+                                  shakespeare_lib.UNITS)
   min_words: int = setting(20, "jsonl:/textdir: drop clients with fewer words than this")
   train_fraction: float = setting(0.8, "jsonl:/textdir: share of texts, clients or windows that trains, in (0, 1)")
   split: str = setting("auto", "jsonl:/textdir: train/test split: auto (by_text where enough clients have two or "
@@ -71,16 +76,26 @@ class ExperimentConfig:
   secure_threshold: int = setting(0, "secure sum: Shamir threshold t, checked against the bound (0 = chosen "
                                   "within it)")
   secure_max_dropout: float = setting(0.1, "secure sum: the fraction of a round's clients that may drop (delta); "
-                                      "sets k and t, and a round with more dropouts is refused on a SecAgg+ graph")
+                                      "sets k and t, and a round with more dropouts is refused")
   secure_max_corrupt: float = setting(0.05, "secure sum: the fraction of clients that may collude with the server "
                                       "(gamma); sets k and t")
+  secure_min_honest: int = setting(2, "secure sum: honest inputs every released sum must hold even if the corrupt "
+                                   "clients all survive; rounds too small for it are refused")
+  secure_server_chosen_dropouts: bool = setting(False, "secure sum: the threat model lets the server choose who "
+                                                "drops (it knows the masking graph): k > corrupt + dropped clients")
+  secure_active_server: bool = setting(False, "secure sum: the server may deviate from the protocol: signed keys "
+                                       "(Ed25519, simulated PKI) and Bonawitz et al.'s consistency check; implies "
+                                       "--secure_server_chosen_dropouts")
   secure_prg: str = setting("aes-ctr", "secure sum: mask PRG, aes-ctr (AES-128-CTR, cryptographic) or philox "
                             "(fast, not cryptographic)", ("aes-ctr", "philox"))
   secure_clip: float = setting(100.0, "secure sum: clip each coordinate of (num_examples x model delta) to "
-                               "[-c, c] before quantization")
+                               "[-c, c] before quantization (secure/clipped counts what it clips; the demo's "
+                               "updates on Shakespeare and on a man-page corpus stayed below 100)")
   secure_bits: int = setting(0, "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked "
                              "64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where they hold the "
-                             "clients' sum with >= 2^9 levels per client, else 32")
+                             "clients' sum with >= 2^13 levels per client (16 for up to 7 clients, 21 up to "
+                             "255), else 32; secure/quantization_error in metrics.csv says how far it moved each "
+                             "round's mean")
   dropout_rate: float = setting(0.0, "secure sum: simulated fraction of sampled clients that drop after sharing "
                                 "keys (at most --secure_max_dropout)")
   # Loop.
@@ -128,6 +143,9 @@ class ExperimentConfig:
       name = field.name
       if allowed and getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+    if (self.shakespeare_unit != shakespeare_lib.DEFAULT_UNIT
+        and (self.task, self.dataset) != ("next_char", "shakespeare")):
+      raise ValueError("--shakespeare_unit applies to --task=next_char with --dataset=shakespeare")
     if self.aggregator == "secure" and self.algorithm != "fedavg":
       raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
     if self.aggregator == "secure":
@@ -162,7 +180,7 @@ class ExperimentConfig:
     """The secure sum's settings, checked for this run's clients per round (imports TensorFlow)."""
     try:
       secure = self.secure_aggregation_config()
-      secure.secure_sum_config().protocol_parameters(self.clients_per_round)
+      secure.secure_sum_config().smallest_round(self.clients_per_round)  # every round size up to it
     except ValueError as e:
       raise ValueError(f"--aggregator=secure: {e}") from None
 
@@ -173,6 +191,8 @@ class ExperimentConfig:
         neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
         clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate,
         max_dropout=self.secure_max_dropout, max_corrupt=self.secure_max_corrupt, prg=self.secure_prg,
+        min_honest=self.secure_min_honest, server_chosen_dropouts=self.secure_server_chosen_dropouts,
+        active_server=self.secure_active_server,
         seed=self.seed,
         # The overflow bound needs only this run's clients per round and the
         # most examples a client can weigh in with: tighter bounds leave a

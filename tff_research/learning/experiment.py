@@ -35,7 +35,7 @@ class ExperimentResult:
 def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
   """The run's token windows: words, or characters (`--task=next_char`)."""
   if config.task == "next_char" and config.dataset == "shakespeare":
-    corpus = next_char.mcmahan_shakespeare()
+    corpus = next_char.mcmahan_shakespeare(config.shakespeare_unit)
     if verbose:
       train, test = next_char.character_counts(corpus)
       print(f"{corpus.summary()} ({train:,} train, {test:,} test) "

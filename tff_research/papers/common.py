@@ -144,29 +144,61 @@ def completed_rounds(out_dir: str, label: str) -> int:
   return int(max((r["round"] for r in rows), default=0))
 
 
-def run_staged(context: Context, planned: Sequence[PlannedRun],
-               analyze: Callable[[list[dict[str, Any]]], dict[str, Any]],
-               stage_rounds: Optional[int] = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-  """Every run to round `stage_rounds`, then to twice that, ...; results published after each stage.
+def _next_stop(context: Context, planned: Sequence[PlannedRun], stage_rounds: Optional[int]) -> Optional[int]:
+  """The round the next stage runs to; None when no run can go further.
 
-  A restarted job begins at the first stage some unfinished run has not
-  reached, so finished stages are not run again.
+  That is the first multiple of `stage_rounds` above the rounds of the run
+  furthest behind among those short of their budget (and of `until_round`),
+  capped at the largest budget and `until_round`.
   """
   cap = max(p.config.rounds for p in planned)
   if context.until_round:
     cap = min(cap, context.until_round)
-  stops = list(range(stage_rounds, cap, stage_rounds)) + [cap] if stage_rounds else [cap]
-  unfinished = [completed_rounds(context.out_dir, p.label) for p in planned]
-  unfinished = [done for done, p in zip(unfinished, planned) if done < p.config.rounds]
-  done = min(unfinished, default=cap)
-  stops = [s for s in stops if s > done] or [cap]
-  for stop in stops:
-    rows = context.run(planned, until_round=stop)
+  done = [completed_rounds(context.out_dir, p.label) for p in planned]
+  behind = [d for d, p in zip(done, planned) if d < min(p.config.rounds, cap)]
+  if not behind:
+    return None
+  return min(cap, (min(behind) // stage_rounds + 1) * stage_rounds) if stage_rounds else cap
+
+
+def run_staged(context: Context, planned: Sequence[PlannedRun],
+               analyze: Callable[[list[dict[str, Any]]], dict[str, Any]],
+               stage_rounds: Optional[int] = None,
+               replan: Optional[Callable[[], Sequence[PlannedRun]]] = None
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Every run to round `stage_rounds`, then to twice that, ...; results published after each stage.
+
+  A restarted job begins at the first stage some unfinished run has not
+  reached, so finished stages are not run again. A run that ended its
+  budget is run (reported) again only when its plan changed.
+
+  Args:
+    context: the experiment's context (runs, publishes, logs).
+    planned: the runs.
+    analyze: result rows -> the analysis written with them.
+    stage_rounds: rounds per stage (None: one stage).
+    replan: called after every stage, returns the runs from then on (a
+      plan that reads what the runs recorded: budgets, schedules, new runs).
+
+  Returns:
+    The last stage's rows (one per run of the last plan) and analysis.
+  """
+  stop = _next_stop(context, planned, stage_rounds) or min(
+      max(p.config.rounds for p in planned), context.until_round or math.inf)
+  reported: dict[str, tuple[PlannedRun, dict[str, Any]]] = {}
+  while True:
+    todo = [p for p in planned if p.label not in reported or reported[p.label][0] != p
+            or reported[p.label][1]["rounds"] < min(p.config.rounds, stop)]
+    reported.update({p.label: (p, row) for p, row in zip(todo, context.run(todo, until_round=stop))})
+    rows = [reported[p.label][1] for p in planned]
     analysis = analyze(rows)
-    if stop != stops[-1]:
-      context.publish(rows, analysis)
-      context.log(f"stage: every run at round {stop} or its end; results written")
-  return rows, analysis
+    planned = replan() if replan else planned
+    following = _next_stop(context, planned, stage_rounds)
+    if following is None and all(p.label in reported and reported[p.label][0] == p for p in planned):
+      return rows, analysis
+    context.publish(rows, analysis)
+    context.log(f"stage: every run at round {stop} or its end; results written")
+    stop = following or stop
 
 
 def eval_curve(run_dir: str, metric: str = "eval/accuracy") -> list[tuple[int, float]]:
@@ -174,6 +206,33 @@ def eval_curve(run_dir: str, metric: str = "eval/accuracy") -> list[tuple[int, f
   from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   rows = training_loop.read_metrics_csv(os.path.join(run_dir, "metrics.csv"))
   return [(int(r["round"]), r[metric]) for r in rows if metric in r]
+
+
+def best_so_far(curve: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+  """(round, best value up to that round) for each point of `curve`, as McMahan et al. draw their curves."""
+  best, out = -math.inf, []
+  for round_num, value in curve:
+    best = max(best, value)
+    out.append((round_num, best))
+  return out
+
+
+def rounds_to(curve: Sequence[tuple[int, float]], target: float) -> Optional[int]:
+  """The first evaluated round at or above `target` (None if none is)."""
+  return next((r for r, v in curve if v >= target - 1e-12), None)
+
+
+def rounds_to_interpolated(curve: Sequence[tuple[int, float]], target: float) -> Optional[float]:
+  """Where the best-so-far curve, linear between evaluated rounds, reaches `target` (McMahan et al. 2017).
+
+  None where no evaluation reaches `target`, and where the first evaluation
+  already does (nothing to interpolate from: the raw round is an upper bound).
+  """
+  best = best_so_far(curve)
+  for (r0, v0), (r1, v1) in zip(best, best[1:]):
+    if v1 >= target - 1e-12 > v0:
+      return r0 + (target - v0) / (v1 - v0) * (r1 - r0)
+  return None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -22,17 +22,20 @@ from tff_research.papers import secure_cost
 
 # Every experiment by name, in the order `reproduce_papers` runs them (secure_cost
 # uses adaptive_optimizers' best optimizer). Each module has NAME, TASK and
-# `execute(common.Context) -> (rows, analysis)`.
+# `execute(common.Context) -> (rows, analysis)`, and may have `data_config(scale)`,
+# the configuration its data is loaded with (else its task's base configuration).
 REGISTRY = {module.NAME: module for module in (
     fedavg_vs_fedsgd_char, adaptive_optimizers_char, fedavg_vs_fedsgd, adaptive_optimizers,
     federated_vs_centralized, secure_cost)}
 EXPERIMENTS = tuple(REGISTRY)
 
 
-def _load_data(scale: str, task: str, data_dir: Optional[str]):
+def _load_data(module, scale: str, data_dir: Optional[str]):
+  """The data of `module`'s runs: from its `data_config(scale)` where it has one, else its task's base."""
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
-  config = dataclasses.replace(common.base_config(scale, task), data_dir=data_dir)
-  return experiment.load_nwp_data(config, verbose=False)
+  data_config = getattr(module, "data_config", None)
+  config = data_config(scale) if data_config else common.base_config(scale, module.TASK)
+  return experiment.load_nwp_data(dataclasses.replace(config, data_dir=data_dir), verbose=False)
 
 
 def command_line(name: str, scale: str, output_dir: str) -> str:
@@ -62,7 +65,7 @@ def run(name: str, scale: str, output_dir: str = "results", data_dir: Optional[s
   out_dir = common.experiment_dir(output_dir, scale, name)
   os.makedirs(out_dir, exist_ok=True)
   start = time.time()
-  data = _load_data(scale, module.TASK, data_dir)
+  data = _load_data(module, scale, data_dir)
   log(f"{name} ({scale}): {data.name}, {len(data.train_client_ids)} train clients, "
       f"vocabulary {data.vocab.size}; writing to {out_dir}")
 
