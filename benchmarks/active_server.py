@@ -25,18 +25,8 @@ per-client column is without that.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-
-def _median(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+from benchmarks import pairing
 
 
 def _per_signature(repeats: int) -> tuple[float, float]:
@@ -46,8 +36,9 @@ def _per_signature(repeats: int) -> tuple[float, float]:
   message = consistency.survivors_message(0, bytes(32), 1000, range(900))
   signature = identity.sign(message)
   verify = consistency._verified.__wrapped__  # pylint: disable=protected-access
-  sign_s = _median(lambda: [identity.sign(message) for _ in range(100)], repeats) / 100
-  verify_s = _median(lambda: [verify(identity.verify_key, message, signature) for _ in range(100)], repeats) / 100
+  sign_s = pairing.median_seconds(lambda: [identity.sign(message) for _ in range(100)], repeats) / 100
+  verify_s = pairing.median_seconds(
+      lambda: [verify(identity.verify_key, message, signature) for _ in range(100)], repeats) / 100
   return sign_s, verify_s
 
 
@@ -70,7 +61,7 @@ def _round_time(n: int, active: bool, repeats: int) -> tuple[object, float, int,
   rnd = one_round()
   extra = ((rnd.protocol_upload_bytes() - protocol.SecAggRound.protocol_upload_bytes(rnd),
             rnd.protocol_download_bytes()) if active else (0, 0))
-  return p, _median(one_round, repeats), *extra
+  return p, pairing.median_seconds(one_round, repeats), *extra
 
 
 def main(argv=None) -> None:

@@ -21,21 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
+from benchmarks import pairing
 from tff_research.runtime import logs
-
-
-def _median(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _python_rows(words, repeats):
@@ -46,14 +35,14 @@ def _python_rows(words, repeats):
   from tff_research.aggregation import prg  # pylint: disable=g-import-not-at-top
   acc = np.zeros(words, np.uint64)
   seeds = [(os.urandom(16), 1)]
-  rows = {"aes-ctr (python)": _median(lambda: prg.add_signed_streams(acc, seeds), repeats)}
+  rows = {"aes-ctr (python)": pairing.median_seconds(lambda: prg.add_signed_streams(acc, seeds), repeats)}
   key, nonce, zeros = os.urandom(32), os.urandom(16), bytes(8 * words)
 
   def chacha():
     stream = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(zeros)
     np.add(acc, np.frombuffer(stream, np.uint64), out=acc)
 
-  rows["chacha20 (python)"] = _median(chacha, repeats)
+  rows["chacha20 (python)"] = pairing.median_seconds(chacha, repeats)
   return rows
 
 
@@ -98,7 +87,7 @@ def _worker_rows(words, streams, repeats):
   def timed(body):
     comp = tff.tensorflow.computation(body, seeds_type)
     seeds = np.arange(2 * streams, dtype=np.int64).reshape([streams, 2])
-    return _median(lambda: comp(seeds), repeats)
+    return pairing.median_seconds(lambda: comp(seeds), repeats)
 
   def over_streams(stream_fn):
     def body(seeds):
@@ -143,8 +132,8 @@ def _handoff_rows(words, clients, repeats):
     for f in files:
       f.close()
 
-  return {"handoff inline (per client)": _median(lambda: inline(masks), repeats) / clients,
-          "handoff memory file (per client)": _median(through_files, repeats) / clients}
+  return {"handoff inline (per client)": pairing.median_seconds(lambda: inline(masks), repeats) / clients,
+          "handoff memory file (per client)": pairing.median_seconds(through_files, repeats) / clients}
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,19 @@
 from __future__ import annotations
 
 import statistics
-from typing import Optional, Sequence
+import time
+from typing import Callable, Optional, Sequence
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+  """Median wall time of `fn()` over `repeats` calls, after one untimed warm-up call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def steady(times: Sequence[float]) -> Sequence[float]:

@@ -32,6 +32,7 @@ import pytest
 import scipy.sparse.csgraph
 import tensorflow_federated as tff
 
+from tests.aggregation.accepted import accepted_parameters
 from tff_research.aggregation import config as config_lib
 from tff_research.aggregation import driver as driver_lib
 from tff_research.aggregation import graph as graph_lib
@@ -48,19 +49,6 @@ THREATS = (params.ThreatModel(), params.ThreatModel(max_dropout=0.3, max_corrupt
 def _modes(threat: params.ThreatModel) -> list[params.ThreatModel]:
   """The threat model as given (dropouts independent of the ring) and with server-chosen dropouts."""
   return [dataclasses.replace(threat, server_chosen_dropouts=chosen) for chosen in (False, True)]
-
-
-def _accepted(n: int, threat: params.ThreatModel, every_t: bool = True) -> list[params.SecAggParameters]:
-  """Every (k, t) that `choose_parameters` accepts at n: each safe k with every safe t (or the ends)."""
-  out = []
-  for k in list(range(2, n - 1, 2)) + [n - 1]:
-    try:
-      p = params.choose_parameters(n, threat, neighbors=k)
-    except ValueError:
-      continue
-    ts = range(p.min_threshold, p.max_threshold + 1) if every_t else {p.min_threshold, p.max_threshold}
-    out.extend(params.choose_parameters(n, threat, neighbors=k, threshold=t) for t in ts)
-  return out
 
 
 class _Parts:
@@ -108,7 +96,7 @@ def test_every_pattern_to_10_clients_keeps_min_honest_and_chosen_dropouts_never_
   patterns = released = cases = sparse_released = refused_sizes = 0
   for n, base in itertools.product(range(2, 11), THREATS):
     for threat in _modes(base):
-      accepted = _accepted(n, threat)
+      accepted = accepted_parameters(n, threat)
       if not accepted:  # the size itself is refused: it cannot keep min_honest
         assert threat.honest_survivors(n) < threat.min_honest, (n, threat)
         _one_line_refusal(lambda n=n, threat=threat: params.choose_parameters(n, threat), "below min_honest")

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import scipy.sparse.csgraph
 
+from tests.aggregation.accepted import accepted_parameters
 from tff_research.aggregation import graph as graph_lib
 from tff_research.aggregation import params
 from tff_research.aggregation import prg
@@ -32,20 +33,6 @@ from tff_research.aggregation import protocol
 
 THREATS = (params.ThreatModel(), params.ThreatModel(max_dropout=0.3, max_corrupt=0.0),
            params.ThreatModel(max_dropout=0.2, max_corrupt=0.1), params.ThreatModel(max_dropout=0.5, max_corrupt=0.0))
-
-
-def _accepted(n, threat, every_t=True):
-  """Every safe k `choose_parameters` accepts at n, with every safe t or the two ends and the default."""
-  out = []
-  for k in list(range(2, n - 1, 2)) + [n - 1]:
-    try:
-      p = params.choose_parameters(n, threat, neighbors=k)
-    except ValueError:
-      continue
-    ts = (range(p.min_threshold, p.max_threshold + 1) if every_t
-          else sorted({p.min_threshold, p.threshold, p.max_threshold}))
-    out.extend(params.choose_parameters(n, threat, neighbors=k, threshold=t) for t in ts)
-  return out
 
 
 class _Oracle:
@@ -111,7 +98,7 @@ def test_release_decision_sweep():
   checked = released = split_refused = 0
   for n in (5, 6, 7, 8, 9, 10, 12, 16, 20, 30, 50, 100):
     for threat in THREATS:
-      accepted = _accepted(n, threat, every_t=n <= 8)
+      accepted = accepted_parameters(n, threat, every_t=n <= 8)
       for p in accepted:
         order = graph_lib.random_order(n, rng.randrange(2**32))
         g = graph_lib.harary_graph(order, p.degree)
@@ -144,7 +131,7 @@ def test_protocol_sweep():
   released = refused = 0
   for n, threat in [(5, THREATS[0]), (8, THREATS[1]), (12, THREATS[2]), (20, THREATS[3]), (40, THREATS[1]),
                     (100, THREATS[1])]:
-    accepted = _accepted(n, threat, every_t=False)
+    accepted = accepted_parameters(n, threat, every_t=False)
     # the smallest and the largest safe k at both ends of t, the default, and a few between
     sparse = [p for p in accepted if not p.complete or n < 40]  # a complete graph at n = 100 is slow to set up
     for p in sparse[:2] + sparse[-2:] + rng.sample(sparse, min(3, len(sparse))) + [
