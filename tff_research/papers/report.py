@@ -130,17 +130,22 @@ def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
   a = summary["analysis"]
   paper = a["paper"]
 
-  def reached(raw, interpolated):
+  def reached(row, name):
+    # Summaries of the speech-unit runs predate interpolated crossings and
+    # call FedSGD's target `fedsgd_final`: they show the raw round only.
+    raw = row.get(f"rounds_to_{name}", row.get("rounds_to_fedsgd_final") if name == "fedsgd_best" else None)
     if raw is None:
       return "not reached"
+    if f"rounds_to_{name}_interpolated" not in row:
+      return str(raw)
+    interpolated = row[f"rounds_to_{name}_interpolated"]
     return f"{raw} ({interpolated:.1f})" if interpolated is not None else f"<= {raw}"
 
   rows = [[t["label"] + (" (pilot only)" if t.get("pilot") == "pilot only" else ""), t["epochs"],
            t["batch_size"], f"{t['learning_rate']:.3g}",
            f"{t['rounds']} of {max(t['rounds'], t['planned_rounds'])}",  # a pilot may have run past its end
            t.get("stop") or "-", _pct(t["final_accuracy"]), _pct(t["best_accuracy"]),
-           reached(t["rounds_to_54"], t["rounds_to_54_interpolated"]), paper["rounds"].get(t["method"], "-"),
-           reached(t["rounds_to_fedsgd_best"], t["rounds_to_fedsgd_best_interpolated"]), _speedup(t),
+           reached(t, "54"), paper["rounds"].get(t["method"], "-"), reached(t, "fedsgd_best"), _speedup(t),
            _fmt(t.get("median_round_seconds"), 1), t["train_seconds"]] for t in a["table"]]
   second = a.get("second_target")
   return "\n\n".join([
@@ -163,7 +168,7 @@ def _char_split_line(analysis: dict[str, Any]) -> str:
   """The split's clients, characters and u beside McMahan et al.'s (Section 3, Table 2)."""
   data, paper = analysis.get("data"), analysis["paper"]
   if not data:
-    return f"Unit: {analysis.get('unit', '-')}."
+    return f"Unit: {analysis.get('unit', 'speech')}."
   u = ", ".join(f"{k} {v:.2f} ({paper['updates_per_round'][k]})" for k, v in data["updates_per_round"].items())
   return (f"Unit: {analysis['unit']}; {data['clients']:,} clients ({paper['clients']:,}), "
           f"{data['train_characters']:,} / {data['test_characters']:,} train / test characters "
@@ -173,7 +178,7 @@ def _char_split_line(analysis: dict[str, Any]) -> str:
 
 def _speedup(row: dict[str, Any]) -> str:
   """'23.8x', '>= 60x' where the run was there at its first evaluation, '-' for FedSGD or unreached."""
-  value = row.get("speedup_at_fedsgd_best")
+  value = row.get("speedup_at_fedsgd_best", row.get("speedup_at_fedsgd_final"))
   if value is None:
     return "-"
   return (">= " if row.get("speedup_is_lower_bound") else "") + f"{value:.3g}x"
