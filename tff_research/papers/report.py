@@ -131,14 +131,9 @@ def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
   paper = a["paper"]
 
   def reached(row, name):
-    # Summaries of the speech-unit runs predate interpolated crossings and
-    # call FedSGD's target `fedsgd_final`: they show the raw round only.
-    raw = row.get(f"rounds_to_{name}", row.get("rounds_to_fedsgd_final") if name == "fedsgd_best" else None)
+    raw, interpolated = row[f"rounds_to_{name}"], row[f"rounds_to_{name}_interpolated"]
     if raw is None:
       return "not reached"
-    if f"rounds_to_{name}_interpolated" not in row:
-      return str(raw)
-    interpolated = row[f"rounds_to_{name}_interpolated"]
     return f"{raw} ({interpolated:.1f})" if interpolated is not None else f"<= {raw}"
 
   rows = [[t["label"] + (" (pilot only)" if t.get("pilot") == "pilot only" else ""), t["epochs"],
@@ -168,7 +163,7 @@ def _char_split_line(analysis: dict[str, Any]) -> str:
   """The split's clients, characters and u beside McMahan et al.'s (Section 3, Table 2)."""
   data, paper = analysis.get("data"), analysis["paper"]
   if not data:
-    return f"Unit: {analysis.get('unit', 'speech')}."
+    return f"Unit: {analysis['unit']}."
   u = ", ".join(f"{k} {v:.2f} ({paper['updates_per_round'][k]})" for k, v in data["updates_per_round"].items())
   return (f"Unit: {analysis['unit']}; {data['clients']:,} clients ({paper['clients']:,}), "
           f"{data['train_characters']:,} / {data['test_characters']:,} train / test characters "
@@ -178,7 +173,7 @@ def _char_split_line(analysis: dict[str, Any]) -> str:
 
 def _speedup(row: dict[str, Any]) -> str:
   """'23.8x', '>= 60x' where the run was there at its first evaluation, '-' for FedSGD or unreached."""
-  value = row.get("speedup_at_fedsgd_best", row.get("speedup_at_fedsgd_final"))
+  value = row.get("speedup_at_fedsgd_best")
   if value is None:
     return "-"
   return (">= " if row.get("speedup_is_lower_bound") else "") + f"{value:.3g}x"
@@ -262,10 +257,7 @@ def plot_summary(summary: dict[str, Any]):
                   else "test accuracy (no special tokens)")
     ax.set_title("evaluation curves (seed 0)" if bars else textwrap.fill(TITLES[name], 60))
     ax.grid(alpha=0.3)
-    # A1's curves fill the upper right, where "best" puts the legend over them: there it goes
-    # into the empty space between E = 1's end (round 200) and FedSGD's curve.
-    ax.legend(fontsize=8, **({"loc": "upper right", "bbox_to_anchor": (1.0, 0.93)}
-                             if name == "fedavg_vs_fedsgd_char" else {}))
+    ax.legend(fontsize=8)
   return fig
 
 
