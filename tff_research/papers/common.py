@@ -298,18 +298,19 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def new_figure(panels: int = 1, width: float = 6.0):
-  """A matplotlib figure (Agg backend) with `panels` axes side by side."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, panels, figsize=(width * panels, 4), squeeze=False)
+  """A matplotlib figure with `panels` axes side by side.
+
+  A plain `Figure`, not pyplot's: it leaves the caller's backend alone (a
+  notebook shows it with `display(fig)`) and needs no closing.
+  """
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  fig = figure.Figure(figsize=(width * panels, 4))
+  axes = fig.subplots(1, panels, squeeze=False)
   return fig, list(axes[0])
 
 
 def save_figure(fig, path: str) -> str:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
