@@ -31,7 +31,7 @@ from benchmarks import pairing
 
 def _per_signature(repeats: int) -> tuple[float, float]:
   """Seconds per Ed25519 signature and per (uncached) verification of a survivor-list message."""
-  from tff_research.aggregation import consistency  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import consistency  # pylint: disable=g-import-not-at-top
   identity = consistency.Identity.generate()
   message = consistency.survivors_message(0, bytes(32), 1000, range(900))
   signature = identity.sign(message)
@@ -44,9 +44,9 @@ def _per_signature(repeats: int) -> tuple[float, float]:
 
 def _round_time(n: int, active: bool, repeats: int) -> tuple[object, float, int, int]:
   """(parameters, median seconds of one round, bytes the option adds to a client's upload and download)."""
-  from tff_research.aggregation import consistency  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import params  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import protocol  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import consistency  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import params  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import protocol  # pylint: disable=g-import-not-at-top
   threat = params.ThreatModel(server_chosen_dropouts=active, active_server=active)
   p = params.choose_parameters(n, threat)
   enrolled = consistency.enroll(n)
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
   parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args(argv)
-  from tff_research.aggregation import params  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import params  # pylint: disable=g-import-not-at-top
   sign_s, verify_s = _per_signature(args.repeats)
   print(f"Ed25519: sign {1e6 * sign_s:.1f} us, verify {1e6 * verify_s:.1f} us (one survivor-list message)")
   print(f"{'n':>6} {'mode':>8} {'k':>4} {'t':>4} {'q':>4} {'round (s)':>10} {'per client (ms)':>16} "

@@ -32,10 +32,10 @@ def _python_rows(words, repeats):
   from cryptography.hazmat.primitives.ciphers import Cipher  # pylint: disable=g-import-not-at-top
   from cryptography.hazmat.primitives.ciphers import algorithms  # pylint: disable=g-import-not-at-top
 
-  from tff_research.aggregation import prg  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import streams  # pylint: disable=g-import-not-at-top
   acc = np.zeros(words, np.uint64)
   seeds = [(os.urandom(16), 1)]
-  rows = {"aes-ctr (python)": pairing.median_seconds(lambda: prg.add_signed_streams(acc, seeds), repeats)}
+  rows = {"aes-ctr (python)": pairing.median_seconds(lambda: streams.add_signed_streams(acc, seeds), repeats)}
   key, nonce, zeros = os.urandom(32), os.urandom(16), bytes(8 * words)
 
   def chacha():

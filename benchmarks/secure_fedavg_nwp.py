@@ -62,12 +62,11 @@ def _train_side_by_side(base, configs, data):
   """Round r of every process on round r's clients, the order changing by round; returns the timings."""
   from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
-  from tff_research.learning import process  # pylint: disable=g-import-not-at-top
   from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
-  loop = base.loop_config()
+  loop = experiment.loop_config(base)
   model_fn = experiment.build_model_fn(base, data)
-  processes = {name: process.build_training_process(model_fn, c.algorithm_config()) for name, c in configs.items()}
+  processes = {name: experiment.build_training_process(c, model_fn) for name, c in configs.items()}
   states = {name: p.initialize() for name, p in processes.items()}
   names = list(processes)
   orders = list(itertools.permutations(names))  # every pair in either order equally often
@@ -84,7 +83,7 @@ def _train_side_by_side(base, configs, data):
       timing["worker_cpu"][name].append(workers.worker_cpu_seconds() - start_cpu)
       timing["python_cpu"][name].append(time.process_time() - start_py)
       timing["position"][name].append(position)
-      metrics = evaluation.secure_aggregation_metrics(output.metrics)
+      metrics = evaluation.aggregator_metrics(output.metrics).get("secure", {})
       secure[name]["clipped"] = secure[name].get("clipped", 0.0) + metrics.get("clipped", 0.0)
       secure[name].update({k: metrics[k] for k in ("upload_bytes_per_client", "bits", "neighbors", "threshold")
                            if k in metrics})
@@ -94,8 +93,9 @@ def _train_side_by_side(base, configs, data):
 def _evaluate(base, data, processes, states, model_fn):
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
   from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
-  loop = base.loop_config()
+  loop = experiment.loop_config(base)
   eval_ids = training_loop.eval_client_ids(data, loop)
   eval_datasets = data.client_datasets(eval_ids, nwp.ClientSpec(1, loop.eval_batch_size, None, shuffle=False),
                                        split="test")

@@ -7,7 +7,7 @@ Times, per call, on TFF's local runtime (one worker owned by this process):
   unmask  share reconstruction in Python + the Federated Core unmask/decode
   plain   `tff.federated_sum` of the same float32 values
 for n clients, d values per client, the full graph (SecAgg) and the SecAgg+
-graph of the degree the Bell et al. bound gives at n (`aggregation.params`,
+graph of the degree the Bell et al. bound gives at n (`aggregation.secagg.params`,
 default threat model), at clip 1, `--bits` (0, the default: the package's
 choice for each n, `quantization.choose_bits`) and `--prg` (aes-ctr by default). Then one
 FedAvg round (tiny dense model) with secure vs plain aggregation. Full preset: n in {10, 50, 100},
@@ -107,8 +107,9 @@ def bench_fed_avg(num_clients: int, repeats: int, features: int = 64, classes: i
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
-  from tff_research.aggregation import SecureAggregationConfig  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import build_secure_weighted_fed_avg  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import SecureSumConfig  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import SecureSumFactory  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import algorithms  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   data = []
@@ -126,8 +127,8 @@ def bench_fed_avg(num_clients: int, repeats: int, features: int = 64, classes: i
 
   opts = (tff.learning.optimizers.build_sgdm(0.05), tff.learning.optimizers.build_sgdm(1.0))
   plain = tff.learning.algorithms.build_weighted_fed_avg(model_fn, *opts)
-  secure = build_secure_weighted_fed_avg(
-      model_fn, *opts, SecureAggregationConfig(clip=16.0, max_clients=num_clients, prg=prg))
+  secure = algorithms.build_weighted_fed_avg(
+      model_fn, *opts, model_aggregator=SecureSumFactory(SecureSumConfig(clip=16.0, prg=prg), num_clients))
   result = {}
   for name, process in (("plain", plain), ("secure", secure)):
     state = process.initialize()
@@ -140,7 +141,7 @@ def bench_fed_avg(num_clients: int, repeats: int, features: int = 64, classes: i
 
     result[name], out = _median_time(step, repeats)
     if name == "secure":
-      result["upload"] = out.metrics["secure_aggregation"]["upload_bytes_per_client"]
+      result["upload"] = out.metrics["aggregator"]["secure"]["upload_bytes_per_client"]
   return result
 
 

@@ -17,7 +17,7 @@ side in one process, at the default threat fractions unless
             a client's share of the whole round's protocol work
   mask      one client's mask: k + 1 AES-128-CTR streams of `--words` 64-bit words
             (default 579 K, the reference model at 16 bits, as `benchmarks.mask_prg`)
-            summed into one vector (`prg.add_signed_streams`)
+            summed into one vector (`streams.add_signed_streams`)
 
 Medians over `--repeats` (masks) and `--round_repeats` (protocol rounds).
 Paired: every repeat runs both modes, the order alternating, so a load that
@@ -48,7 +48,7 @@ def _cpu_model() -> str:
 
 def _parameters(n: int, max_dropout: float, max_corrupt: float) -> dict[str, Any]:
   """Each mode's SecAggParameters at n."""
-  from tff_research.aggregation import params  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import params  # pylint: disable=g-import-not-at-top
   return {mode: params.choose_parameters(n, params.ThreatModel(max_dropout=max_dropout, max_corrupt=max_corrupt,
                                                                server_chosen_dropouts=mode == MODES[1]))
           for mode in MODES}
@@ -56,7 +56,7 @@ def _parameters(n: int, max_dropout: float, max_corrupt: float) -> dict[str, Any
 
 def _time_round(p) -> tuple[float, float]:
   """Seconds of one round's stages 0-1 and of its stage 3 with every client surviving."""
-  from tff_research.aggregation import protocol  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import protocol  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   rnd = protocol.SecAggRound(p, round_num=0)
   keyed = time.perf_counter()
@@ -68,11 +68,11 @@ def _time_mask(p, words: int) -> float:
   """Seconds for one client's mask: its k + 1 streams (fresh seeds: the same AES work as real ones)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from tff_research.aggregation import prg  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg import streams  # pylint: disable=g-import-not-at-top
   seeds = [(os.urandom(16), 1 if i % 2 else -1) for i in range(p.degree + 1)]
   acc = np.zeros(words, np.uint64)
   start = time.perf_counter()
-  prg.add_signed_streams(acc, seeds)
+  streams.add_signed_streams(acc, seeds)
   return time.perf_counter() - start
 
 

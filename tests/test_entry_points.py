@@ -85,6 +85,17 @@ def test_run_with_sigint_ignored_exits_cleanly(train_cmd):
   _assert_no_workers(train_cmd.marker)
 
 
+def test_secure_fed_sgd_runs_from_the_command_line(train_cmd):
+  """FedSGD takes the secure sum as its model aggregator like FedAvg does (one seam, picked by type)."""
+  code, out, err = _finish(train_cmd("--experiment_name=secure_sgd", "--algorithm=fedsgd", "--aggregator=secure",
+                                     "--clients_per_round=4", "--server_learning_rate=0.5"))
+  assert code == 0, err[-2000:]
+  rows = training_loop.read_metrics_csv(os.path.join(train_cmd.output_dir, "secure_sgd", "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2]
+  assert all(r["secure/clients"] == 4 and r["secure/cryptographic_prg"] == 1 for r in rows)
+  assert "Final test accuracy" in out and "Traceback" not in err
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--server_optimizer=foo"], "server_optimizer"),

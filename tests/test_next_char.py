@@ -13,6 +13,7 @@ from tensorflow_federated.python.simulation.baselines.shakespeare import char_pr
 from tff_research.data import federated_text
 from tff_research.data import next_char
 from tff_research.data import nwp
+from tff_research.learning import experiment
 from tff_research.learning.config import PRESETS
 from tff_research.learning.config import ExperimentConfig
 from tff_research.models import nwp as nwp_models
@@ -52,7 +53,7 @@ def test_batches_equal_tffs_preprocessing(corpus, client_id):
 
 def test_model_matches_tffs():
   theirs = char_prediction_models.create_recurrent_model(vocab_size=90, sequence_length=80)
-  ours = nwp_models.build_nwp_model(PRESETS["shakespeare_char"].model_config(90), seed=0)
+  ours = nwp_models.build_nwp_model(experiment.model_config(PRESETS["shakespeare_char"], 90), seed=0)
   assert ours.count_params() == theirs.count_params() == 820_522
   assert [w.shape for w in ours.trainable_weights] == [w.shape for w in theirs.trainable_weights]
 

@@ -278,8 +278,9 @@ def tiny_data(shakespeare_dir):
 
 def test_centralized_training_sees_exactly_the_requested_examples(tiny_data):
   from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   config, data = tiny_data
-  result = centralized.train_centralized(config.model_config(data.vocab.size), data, examples=37,
+  result = centralized.train_centralized(experiment.model_config(config, data.vocab.size), data, examples=37,
                                          batch_size=8)
   assert result.examples_seen == 37
   assert result.steps == 5  # 8 + 8 + 8 + 8 + 5
@@ -290,9 +291,10 @@ def test_central_evaluation_equals_federated_evaluation_of_the_same_weights(tiny
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
   from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
   from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.learning import model_fn as model_fn_lib  # pylint: disable=g-import-not-at-top
   config, data = tiny_data
-  model_config = config.model_config(data.vocab.size)
+  model_config = experiment.model_config(config, data.vocab.size)
   model = centralized.train_centralized(model_config, data, examples=64, batch_size=8).model
   clients = data.test_client_ids[:5]
   central = centralized.evaluate_keras_model(model, data, clients, batch_size=16)

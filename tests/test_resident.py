@@ -6,11 +6,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_research.aggregation import secure_fed_avg
+from tff_research.aggregation import masked_sum
 from tff_research.learning import evaluation
 from tff_research.learning import experiment
 from tff_research.learning import model_fn as model_fn_lib
-from tff_research.learning import process
 from tff_research.learning import training_loop
 from tff_research.learning.config import PRESETS
 from tff_research.metrics import nwp_metrics
@@ -29,17 +28,17 @@ def _flat(structure):
 
 
 def _train(config, data, keep_state_on_worker: bool, rounds: int = 3):
-  model_fn = model_fn_lib.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
+  model_fn = model_fn_lib.build_model_fn(experiment.model_config(config, data.vocab.size), data.element_spec,
                                     data.vocab.special_ids, seed=0)
   # Secure: both runs must round alike to compare bit for bit, so the clients'
   # rounding randomness is injected (a real run draws it from each client's CSPRNG).
-  rounding = secure_fed_avg.reproducible_rounding(0) if config.aggregator == "secure" else None
-  training = process.build_training_process(model_fn, config.algorithm_config(),
-                                            keep_state_on_worker=keep_state_on_worker, rounding_randomness=rounding)
+  rounding = masked_sum.reproducible_rounding(0) if config.aggregator == "secure" else None
+  training = experiment.build_training_process(config, model_fn, keep_state_on_worker=keep_state_on_worker,
+                                               rounding_randomness=rounding)
   state, metrics = training.initialize(), []
   for r in range(1, rounds + 1):
     ids = training_loop.sample_clients(data.train_client_ids, config.clients_per_round, 0, r)
-    output = training.next(state, data.client_datasets(ids, config.loop_config().client_spec, "train", 0, r))
+    output = training.next(state, data.client_datasets(ids, experiment.loop_config(config).client_spec, "train", 0, r))
     state = output.state
     metrics.append(evaluation.train_metrics(output.metrics))
   return training, state, metrics

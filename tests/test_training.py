@@ -130,7 +130,7 @@ def test_secure_aggregation_matches_plain_fedavg_without_dropouts(smoke, bits):
   secure = _run(secure_config, data, experiment_name=f"secure_ref_{bits}")
   assert all(r["secure/clipped"] == 0 for r in secure.run.history)
   assert [r["secure/bits"] for r in secure.run.history] == [bits or 16] * 2
-  sum_config = secure_config.algorithm_config().secure.secure_sum_config()
+  sum_config = secure_config.secure_sum_config()
   quantizer = quantization.Quantizer([tff.TensorType(np.float32, [1]), tff.TensorType(np.int32, [1])],
                                      config.clients_per_round, sum_config)
   assert quantizer.bits == (bits or 16)
@@ -188,14 +188,14 @@ def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorith
   from tff_research.learning import process  # pylint: disable=g-import-not-at-top
   config, data = smoke
   config = dataclasses.replace(config, algorithm=algorithm)
-  model_fn = model_fn_lib.build_model_fn(config.model_config(data.vocab.size), data.element_spec,
+  model_fn = model_fn_lib.build_model_fn(experiment.model_config(config, data.vocab.size), data.element_spec,
                                     data.vocab.special_ids, seed=0)
-  loop = config.loop_config()
+  loop = experiment.loop_config(config)
   ids = training_loop.sample_clients(data.train_client_ids, 3, 0, 1)
   datasets = data.client_datasets(ids, loop.client_spec, "train", 0, 1)
   results = []
   for name in ("iterator", "reduce"):
-    algorithm_config = dataclasses.replace(config.algorithm_config(), loop=name)
+    algorithm_config = dataclasses.replace(experiment.algorithm_config(config), loop=name)
     training = process.build_training_process(model_fn, algorithm_config)
     output = training.next(training.initialize(), datasets)
     results.append((training.get_model_weights(output.state), evaluation.train_metrics(output.metrics)))
@@ -207,7 +207,7 @@ def test_iterator_and_reduce_client_loops_compute_the_same_round(smoke, algorith
 def test_secure_run_records_quantization_error_and_clipped_weights_and_warns_once(smoke):
   """8 bits at clip 50 (scale 1/2: steps of 2 on num_examples x delta) moves the mean far more
   than the warning level: metrics.csv has the figure every round, the log one warning line."""
-  from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation import masked_sum  # pylint: disable=g-import-not-at-top
   config, data = smoke
   lines = []
   config = dataclasses.replace(config, experiment_name="secure_coarse", rounds=2, aggregator="secure",
@@ -215,7 +215,47 @@ def test_secure_run_records_quantization_error_and_clipped_weights_and_warns_onc
   result = experiment.run_experiment(config, progress=False, plot=False, log=lines.append, data=data)
   rows = training_loop.read_metrics_csv(os.path.join(result.run.run_dir, "metrics.csv"))
   assert [r["round"] for r in rows] == [1, 2]
-  assert all(r["secure/quantization_error"] > secure_fed_avg.QUANTIZATION_WARNING_LEVEL for r in rows)
+  assert all(r["secure/quantization_error"] > masked_sum.QUANTIZATION_WARNING_LEVEL for r in rows)
   assert all(r["secure/weights_clipped"] == 0 and r["secure/clipping_error"] >= 0 for r in rows)
   warnings = [line for line in lines if line.startswith("warning:")]
   assert len(warnings) == 1 and warnings[0].startswith("warning: round 1: quantization moved the secure mean")
+
+
+def test_the_loop_takes_its_state_and_release_managers_as_arguments(smoke, tmp_path):
+  """The loop writes through the managers it is given (tff.program's), not to files it picks itself."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import evaluation  # pylint: disable=g-import-not-at-top
+  config, data = smoke
+  config = dataclasses.replace(config, rounds=2)
+  model_fn = experiment.build_model_fn(config, data)
+  training = experiment.build_training_process(config, model_fn)
+  releases = tff.program.MemoryReleaseManager()
+  states = checkpoints.AtomicFileProgramStateManager(str(tmp_path / "elsewhere"), keep_total=5)
+  run_dir = str(tmp_path / "run")
+  files = training_loop.RunFiles(run_dir, states=states, releases=[releases])
+  result = training_loop.run_federated_training(
+      training, evaluation.build_evaluation_process(model_fn), data, experiment.loop_config(config), run_dir,
+      progress=False, log=lambda _: None, files=files)
+  assert result.rounds_completed == 2
+  released = releases.values()
+  assert sorted(released) == [1, 2] and "train" in released[1] and "eval" in released[2]
+  assert not os.path.exists(os.path.join(run_dir, "metrics.csv"))  # nothing but the given managers
+  assert not os.path.exists(os.path.join(run_dir, "checkpoints"))
+  _, version = asyncio.run(states.load_latest(training.initialize()))
+  assert version == 2
+
+
+@pytest.mark.parametrize("server_optimizer", ["sgdm", "adagrad", "adam", "yogi"])
+def test_secure_fed_avg_takes_every_server_optimizer(smoke, server_optimizer):
+  """The secure sum is the model aggregator; the server optimizer is TFF's finalizer, whichever it is."""
+  config, data = smoke
+  result = _run(config, data, experiment_name=f"secure_{server_optimizer}", rounds=1, aggregator="secure",
+                clients_per_round=4, server_optimizer=server_optimizer, server_learning_rate=0.05)
+  (row,) = result.run.history
+  assert row["secure/clients"] == 4 and row["secure/clipped"] == 0
+  weights = result.run.model_weights.trainable
+  assert all(np.all(np.isfinite(w)) for w in weights)

@@ -127,10 +127,11 @@ def load_predictor(run_dir: str) -> Predictor:
     raise PredictError(f"no {WEIGHTS_FILE} in {run_dir}: the run has not finished "
                        "(final weights are written after the last round)")
   from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   try:
     weights = checkpoints.load_model_weights(weights_path)
-    model = nwp_models.build_nwp_model(config.model_config(vocab.size))
+    model = nwp_models.build_nwp_model(experiment.model_config(config, vocab.size))
   except (OSError, ValueError) as e:
     raise PredictError(f"cannot load the model of {run_dir}: {e}") from None
   _check_weights_fit(model, weights, run_dir)

@@ -1,5 +1,5 @@
 """The (k, t) settings the parameter check accepts, for the release sweeps."""
-from tff_research.aggregation import params
+from tff_research.aggregation.secagg import params
 
 
 def accepted_parameters(n: int, threat: params.ThreatModel, every_t: bool = True) -> list[params.SecAggParameters]:

@@ -9,12 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
-from tff_research.aggregation import consistency
-from tff_research.aggregation import key_agreement as ka
-from tff_research.aggregation import params
-from tff_research.aggregation import prg
-from tff_research.aggregation import protocol
-from tff_research.aggregation import shamir
+from tff_research.aggregation.secagg import consistency
+from tff_research.aggregation.secagg import key_agreement as ka
+from tff_research.aggregation.secagg import params
+from tff_research.aggregation.secagg import protocol
+from tff_research.aggregation.secagg import shamir
+from tff_research.aggregation.secagg import streams  # pylint: disable=g-import-not-at-top
 
 N = 8
 DIM = 257
@@ -33,7 +33,7 @@ def _active_round(n=N, round_num=0, enrolled=None, order_seed=3, cls=consistency
 
 def _masked_input(rnd, u, x):
   """What client u uploads in stage 2: x plus its self mask and pairwise masks, mod 2^32."""
-  return prg.add_signed_streams(x.copy(), rnd.mask_seeds([u])[0])
+  return streams.add_signed_streams(x.copy(), rnd.mask_seeds([u])[0])
 
 
 def _split_views(rnd, victim, corrupt):
@@ -76,7 +76,7 @@ def _unmask_one(rnd, victim, y, b_seed, s_private):
   for v in rnd.graph[victim]:
     s_pk = rnd._server.public_keys[v][1]  # pylint: disable=protected-access
     seeds.append((keys.agree(s_pk, rnd.round_num, victim, v, b"mask"), -1 if victim < v else 1))
-  return prg.add_signed_streams(y.copy(), seeds)
+  return streams.add_signed_streams(y.copy(), seeds)
 
 
 def test_inconsistent_lists_give_the_server_both_secrets_without_the_option():
@@ -287,7 +287,7 @@ def test_honest_run_with_the_option_gives_the_exact_sum(n, dropped):
   total = np.zeros(DIM, np.uint32)
   for u in survivors:
     total += _masked_input(rnd, u, xs[u])  # uint32 arithmetic wraps mod 2^32
-  unmasked = prg.add_signed_streams(total, [(seed, -sign) for seed, sign in rnd.unmask(survivors, dropped)])
+  unmasked = streams.add_signed_streams(total, [(seed, -sign) for seed, sign in rnd.unmask(survivors, dropped)])
   np.testing.assert_array_equal(unmasked, xs[survivors].sum(axis=0, dtype=np.uint64).astype(np.uint32))
   base = protocol.SecAggRound.protocol_upload_bytes(rnd)
   assert rnd.protocol_upload_bytes() == base + 2 * consistency.SIGNATURE_BYTES
@@ -298,7 +298,6 @@ def test_the_option_through_the_secure_sum_and_its_settings():
 
   from tff_research.aggregation import SecureSumConfig  # pylint: disable=g-import-not-at-top
   from tff_research.aggregation import build_secure_sum  # pylint: disable=g-import-not-at-top
-  from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
   from tff_research.learning import config as learning_config  # pylint: disable=g-import-not-at-top
   n = 6
   values = [np.arange(7, dtype=np.int32) * (u + 1) - 20 for u in range(n)]
@@ -311,9 +310,8 @@ def test_the_option_through_the_secure_sum_and_its_settings():
   rnd = on.new_round(n, 2)
   assert result.upload_bytes_per_client == on.quantizer.upload_bytes() + protocol.SecAggRound.protocol_upload_bytes(
       rnd) + 2 * consistency.SIGNATURE_BYTES
-  assert secure_fed_avg.SecureAggregationConfig(active_server=True).secure_sum_config().active_server
   experiment = learning_config.ExperimentConfig(aggregator="secure", secure_active_server=True)
-  assert experiment.secure_aggregation_config().active_server
+  assert experiment.secure_sum_config().active_server
 
 
 def test_settings_that_cannot_reach_the_quorum_are_refused_when_built():

@@ -5,12 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from tff_research.aggregation import graph
-from tff_research.aggregation import key_agreement as ka
-from tff_research.aggregation import params
-from tff_research.aggregation import prg
-from tff_research.aggregation import protocol
-from tff_research.aggregation import shamir
+from tff_research.aggregation.secagg import graph
+from tff_research.aggregation.secagg import key_agreement as ka
+from tff_research.aggregation.secagg import params
+from tff_research.aggregation.secagg import protocol
+from tff_research.aggregation.secagg import shamir
+from tff_research.aggregation.secagg import streams  # pylint: disable=g-import-not-at-top
 
 
 def test_shamir_any_t_of_n_reconstructs_fewer_do_not():
@@ -55,7 +55,7 @@ _NIST_CIPHERTEXT = bytes.fromhex("874d6191b620e3261bef6864990db6ce" "9806f66b797
 
 
 def test_aes_ctr_keystream_matches_nist_sp800_38a_f51():
-  stream = prg.aes_ctr_keystream(_NIST_KEY, 64, _NIST_COUNTER)
+  stream = streams.aes_ctr_keystream(_NIST_KEY, 64, _NIST_COUNTER)
   assert bytes(p ^ s for p, s in zip(_NIST_PLAINTEXT, stream)) == _NIST_CIPHERTEXT
   # F.5.1's first output block, AES_K(f0f1...ff), on its own
   assert stream[:16].hex() == "ec8cdf7398607cb0f2d21675ea9ea1e4"
@@ -63,11 +63,11 @@ def test_aes_ctr_keystream_matches_nist_sp800_38a_f51():
 
 def test_mask_stream_is_the_aes_ctr_keystream_from_counter_zero_as_little_endian_words():
   seed = bytes(range(16))
-  raw = prg.aes_ctr_keystream(seed, 8 * 37)
-  np.testing.assert_array_equal(prg.expand(seed, 37, np.uint64), np.frombuffer(raw, "<u8"))
-  np.testing.assert_array_equal(prg.expand(seed, 74, np.uint32), np.frombuffer(raw, "<u4"))
+  raw = streams.aes_ctr_keystream(seed, 8 * 37)
+  np.testing.assert_array_equal(streams.expand(seed, 37, np.uint64), np.frombuffer(raw, "<u8"))
+  np.testing.assert_array_equal(streams.expand(seed, 74, np.uint32), np.frombuffer(raw, "<u4"))
   # streams of different lengths are prefixes of one another (counter mode)
-  np.testing.assert_array_equal(prg.expand(seed, 5, np.uint32), prg.expand(seed, 74, np.uint32)[:5])
+  np.testing.assert_array_equal(streams.expand(seed, 5, np.uint32), streams.expand(seed, 74, np.uint32)[:5])
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
@@ -75,13 +75,13 @@ def test_signed_streams_add_and_subtract_mod_2_to_the_w(dtype):
   seeds = [ka.fresh_seed() for _ in range(4)]
   signs = [1, -1, 1, 0]
   acc = np.arange(1001, dtype=dtype)
-  got = prg.add_signed_streams(acc.copy(), list(zip(seeds, signs)))
+  got = streams.add_signed_streams(acc.copy(), list(zip(seeds, signs)))
   want = acc.copy()
   for seed, sign in zip(seeds, signs):  # numpy's unsigned arithmetic wraps mod 2^w
-    want = want + sign * prg.expand(seed, 1001, dtype) if sign >= 0 else want - prg.expand(seed, 1001, dtype)
+    want = want + sign * streams.expand(seed, 1001, dtype) if sign >= 0 else want - streams.expand(seed, 1001, dtype)
   np.testing.assert_array_equal(got, want)
   # a pair's two signed streams cancel exactly
-  np.testing.assert_array_equal(prg.add_signed_streams(acc.copy(), [(seeds[0], 1), (seeds[0], -1)]), acc)
+  np.testing.assert_array_equal(streams.add_signed_streams(acc.copy(), [(seeds[0], 1), (seeds[0], -1)]), acc)
 
 
 @pytest.mark.parametrize("n,k,expected", [(10, 4, 4), (10, 2, 2), (11, 6, 6), (7, None, 6), (7, 9, 6)])

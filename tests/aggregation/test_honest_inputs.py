@@ -35,10 +35,10 @@ import tensorflow_federated as tff
 from tests.aggregation.accepted import accepted_parameters
 from tff_research.aggregation import config as config_lib
 from tff_research.aggregation import driver as driver_lib
-from tff_research.aggregation import graph as graph_lib
-from tff_research.aggregation import params
-from tff_research.aggregation import protocol
 from tff_research.aggregation import quantization
+from tff_research.aggregation.secagg import graph as graph_lib
+from tff_research.aggregation.secagg import params
+from tff_research.aggregation.secagg import protocol
 from tff_research.learning import config as learning_config
 
 THREATS = (params.ThreatModel(), params.ThreatModel(max_dropout=0.3, max_corrupt=0.0),
@@ -258,7 +258,7 @@ def test_the_reviews_configurations_are_refused_when_built():
   flags = learning_config.ExperimentConfig(aggregator="secure", clients_per_round=1000, secure_min_honest=3,
                                            secure_server_chosen_dropouts=True)
   flags.validate()
-  chosen = flags.secure_aggregation_config().secure_sum_config()
+  chosen = flags.secure_sum_config()
   assert (chosen.min_honest, chosen.protocol_parameters(1000).degree) == (3, 152)
 
 

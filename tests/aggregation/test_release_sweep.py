@@ -26,10 +26,10 @@ import pytest
 import scipy.sparse.csgraph
 
 from tests.aggregation.accepted import accepted_parameters
-from tff_research.aggregation import graph as graph_lib
-from tff_research.aggregation import params
-from tff_research.aggregation import prg
-from tff_research.aggregation import protocol
+from tff_research.aggregation.secagg import graph as graph_lib
+from tff_research.aggregation.secagg import params
+from tff_research.aggregation.secagg import protocol
+from tff_research.aggregation.secagg import streams
 
 THREATS = (params.ThreatModel(), params.ThreatModel(max_dropout=0.3, max_corrupt=0.0),
            params.ThreatModel(max_dropout=0.2, max_corrupt=0.1), params.ThreatModel(max_dropout=0.5, max_corrupt=0.0))
@@ -119,9 +119,10 @@ def test_release_decision_sweep():
 def _released_sum(rnd, inputs, survivors, dropped):
   """What the server gets from a release, computed as it would: masked vectors of the
   survivors (AES-CTR masks, mod 2^32) summed, minus the rebuilt masks."""
-  masked = [prg.add_signed_streams(inputs[u].copy(), seeds) for u, seeds in zip(survivors, rnd.mask_seeds(survivors))]
+  masked = [streams.add_signed_streams(inputs[u].copy(), seeds)
+            for u, seeds in zip(survivors, rnd.mask_seeds(survivors))]
   total = np.sum(masked, axis=0, dtype=np.uint32)
-  return prg.add_signed_streams(np.zeros_like(total), rnd.unmask(survivors, dropped)), total
+  return streams.add_signed_streams(np.zeros_like(total), rnd.unmask(survivors, dropped)), total
 
 
 def test_protocol_sweep():

@@ -1,4 +1,4 @@
-"""FedAvg with secure aggregation tracks plain weighted FedAvg (tiny model, tiny synthetic data)."""
+"""FedAvg with the secure sum as its model aggregator tracks plain weighted FedAvg (tiny model, tiny synthetic data)."""
 import collections
 import hashlib
 import os
@@ -8,16 +8,18 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_research.aggregation import SecureAggregationConfig
 from tff_research.aggregation import SecureAggregationError
 from tff_research.aggregation import SecureSumConfig
+from tff_research.aggregation import SecureSumFactory
 from tff_research.aggregation import build_secure_sum
-from tff_research.aggregation import build_secure_weighted_fed_avg
+from tff_research.aggregation import masked_sum
 from tff_research.aggregation import prg
 from tff_research.aggregation import quantization
-from tff_research.aggregation import secure_fed_avg
-from tff_research.learning import training_loop
+from tff_research.aggregation.secagg import streams
+from tff_research.learning import algorithms
+from tff_research.learning import experiment
 from tff_research.learning.config import ExperimentConfig
+from tff_research.learning.dropouts import DropoutSimulation
 from tff_research.runtime import handoff
 
 NUM_CLIENTS, NUM_CLASSES, FEATURES = 5, 3, 4
@@ -58,12 +60,22 @@ def _optimizers():
   return tff.learning.optimizers.build_sgdm(0.1), tff.learning.optimizers.build_sgdm(1.0)
 
 
+def build_secure_weighted_fed_avg(model_fn, client_optimizer, server_optimizer, num_clients=NUM_CLIENTS,
+                                  dropout_rate=0.0, seed=7, rounding_randomness=None, **config):
+  """FedAvg whose model aggregator is the secure sum for up to `num_clients` clients a round."""
+  factory = SecureSumFactory(SecureSumConfig(**config), num_clients, rounding_randomness=rounding_randomness)
+  return algorithms.build_weighted_fed_avg(model_fn, client_optimizer, server_optimizer, model_aggregator=factory,
+                                           dropouts=DropoutSimulation(dropout_rate, seed))
+
+
+def _secure(out):
+  return out.metrics["aggregator"]["secure"]
+
+
 @pytest.fixture(scope="module")
 def secure_process():
-  return build_secure_weighted_fed_avg(
-      _model_fn, *_optimizers(),
-      # clip: num_examples (up to 44) x a first-round delta stays well inside it.
-      SecureAggregationConfig(clip=100.0, num_clients=NUM_CLIENTS, seed=7))
+  # clip: num_examples (up to 44) x a first-round delta stays well inside it.
+  return build_secure_weighted_fed_avg(_model_fn, *_optimizers(), clip=100.0)
 
 
 def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
@@ -77,7 +89,7 @@ def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
     state = out.state
     plain_out = plain.next(plain_state, data)
     plain_state = plain_out.state
-    sa = out.metrics["secure_aggregation"]
+    sa = _secure(out)
     assert sa["clients"] == NUM_CLIENTS and sa["dropped"] == 0 and sa["clipped"] == 0
     assert sa["upload_bytes_per_client"] > 0 and sa["round"] == round_num
     assert out.metrics["client_work"]["train"]["num_examples"] == sum(len(y) for _, y in DATA)
@@ -94,8 +106,7 @@ def test_secure_fed_avg_matches_plain_fed_avg(secure_process):
 def test_secure_fed_avg_with_dropouts_and_threshold():
   process = build_secure_weighted_fed_avg(
       _model_fn, *_optimizers(),
-      SecureAggregationConfig(clip=20.0, num_clients=NUM_CLIENTS, dropout_rate=0.4, max_dropout=0.4,
-                              threshold=3, seed=3))
+      clip=20.0, dropout_rate=0.4, max_dropout=0.4, threshold=3, seed=3)
   state = process.initialize()
   dropped_any, refused = False, 0
   for _ in range(4):
@@ -104,7 +115,7 @@ def test_secure_fed_avg_with_dropouts_and_threshold():
     except SecureAggregationError:
       refused += 1
       continue  # too many dropped this round: nothing released, state unchanged
-    sa = out.metrics["secure_aggregation"]
+    sa = _secure(out)
     assert sa["clients"] + sa["dropped"] == NUM_CLIENTS
     dropped_any |= sa["dropped"] > 0
     state = out.state
@@ -118,8 +129,8 @@ def test_a_refused_round_releases_nothing_and_leaves_the_state_unchanged():
   before any share is revealed; the state, model and round counter stay as they were."""
   datasets = [_datasets()[i % NUM_CLIENTS] for i in range(12)]
   process = build_secure_weighted_fed_avg(
-      _model_fn, *_optimizers(), SecureAggregationConfig(clip=100.0, num_clients=12, max_dropout=0.25))
-  assert (process.parameters.degree, process.parameters.max_dropouts) == (6, 3)
+      _model_fn, *_optimizers(), num_clients=12, clip=100.0, max_dropout=0.25)
+  assert (process.aggregator.parameters.degree, process.aggregator.parameters.max_dropouts) == (6, 3)
   state = process.initialize()
   before = process.get_model_weights(state).trainable
   with pytest.raises(SecureAggregationError, match="4 of 12 clients dropped, more than the 3"):
@@ -127,36 +138,36 @@ def test_a_refused_round_releases_nothing_and_leaves_the_state_unchanged():
   for a, b in zip(process.get_model_weights(state).trainable, before):
     np.testing.assert_array_equal(a, b)
   out = process.next(state, datasets, dropped=[0, 1, 2])  # within the bound: released
-  assert out.metrics["secure_aggregation"]["round"] == 0 and out.metrics["secure_aggregation"]["clients"] == 9
-  assert int(out.state.aggregator["round_num"]) == 1 and out.metrics["secure_aggregation"]["cryptographic_prg"] == 1
+  assert _secure(out)["round"] == 0 and _secure(out)["clients"] == 9
+  assert int(out.state.aggregator["round_num"]) == 1 and _secure(out)["cryptographic_prg"] == 1
 
 
 def _recording_rounds(process):
   """Keeps every round's protocol state: the test sees what no single party would."""
-  rounds, start = [], process.driver.start_round
+  rounds, start = [], process.aggregator.driver.start_round
 
   def start_round(*args, **kwargs):
     rounds.append(start(*args, **kwargs))
     return rounds[-1]
 
-  process.driver.start_round = start_round
+  process.aggregator.driver.start_round = start_round
   return rounds
 
 
-def _server_derivable_seeds(config, secure_round, n):
+def _server_derivable_seeds(config_seed, secure_round, n):
   """16-byte values the server can compute: the old derivation of rounding seeds from
   (config seed, round, attempt), with and without the dropout draws before them, for
   nearby rounds and attempts, the test-only reproducible stream, and functions of the
   public keys and the graph's order."""
   candidates = set()
-  for seed in (config.seed, 0):
+  for seed in (config_seed, 0):
     for round_num in range(4):
       for attempt in range(4):
         for dropout_draws in (n, 0):
           rng = np.random.default_rng([seed, round_num, attempt])
           rng.random(dropout_draws)
           candidates.update(rng.bytes(16) for _ in range(n))
-        rng = secure_fed_avg.reproducible_rounding(seed)(round_num, attempt)
+        rng = masked_sum.reproducible_rounding(seed)(round_num, attempt)
         candidates.update(rng.bytes(16) for _ in range(n))
         order = np.random.default_rng([seed, round_num, attempt, *secure_round.protocol.order])
         candidates.update(order.bytes(16) for _ in range(n))
@@ -171,14 +182,14 @@ def test_the_server_cannot_recompute_any_clients_rounding():
   """Rounding seeds come from each client's CSPRNG: nothing the server knows (config and its
   seed, round, attempt, public keys, graph order) re-derives any of them as the old code did,
   two runs of one config round with different seeds, and both still track plain FedAvg."""
-  config = SecureAggregationConfig(clip=100.0, num_clients=NUM_CLIENTS, seed=7)
+  config = dict(clip=100.0, seed=7)
   plain = tff.learning.algorithms.build_weighted_fed_avg(_model_fn, *_optimizers())
   plain_state = plain.initialize()
   for _ in range(2):
     plain_state = plain.next(plain_state, _datasets()).state
   all_seeds, finals = [], []
   for _ in range(2):  # the same config twice
-    process = build_secure_weighted_fed_avg(_model_fn, *_optimizers(), config)
+    process = build_secure_weighted_fed_avg(_model_fn, *_optimizers(), **config)
     rounds = _recording_rounds(process)
     state = process.set_model_weights(process.initialize(), plain.get_model_weights(plain.initialize()))
     for _ in range(2):
@@ -186,7 +197,7 @@ def test_the_server_cannot_recompute_any_clients_rounding():
     for secure_round in rounds:
       seeds = secure_round.protocol.rounding_seeds()
       assert len(seeds) == NUM_CLIENTS
-      assert not set(seeds) & _server_derivable_seeds(config, secure_round, NUM_CLIENTS)
+      assert not set(seeds) & _server_derivable_seeds(config["seed"], secure_round, NUM_CLIENTS)
       all_seeds += seeds
     finals.append(process.get_model_weights(state).trainable)
   assert len(set(all_seeds)) == len(all_seeds) == 2 * 2 * NUM_CLIENTS  # every client-round its own seed
@@ -198,11 +209,10 @@ def test_the_server_cannot_recompute_any_clients_rounding():
 
 def test_injected_rounding_randomness_makes_runs_bit_for_bit_equal():
   """Tests that compare runs bit for bit inject the randomness; a real run never does."""
-  config = SecureAggregationConfig(clip=100.0, bits=16, int_clip=64, num_clients=NUM_CLIENTS, seed=7)
   finals = []
   for _ in range(2):
-    process = build_secure_weighted_fed_avg(_model_fn, *_optimizers(), config,
-                                            rounding_randomness=secure_fed_avg.reproducible_rounding(3))
+    process = build_secure_weighted_fed_avg(_model_fn, *_optimizers(), clip=100.0, bits=16, int_clip=64,
+                                            rounding_randomness=masked_sum.reproducible_rounding(3))
     state = process.next(process.initialize(), _datasets()).state
     finals.append(process.get_model_weights(state).trainable)
   for a, b in zip(*finals):
@@ -215,8 +225,7 @@ INT_CLIP = 30  # the clients hold 20, 26, 32, 38, 44 examples: three clipped, 13
 @pytest.fixture(scope="module")
 def clipped_weights_process():
   return build_secure_weighted_fed_avg(
-      _model_fn, *_optimizers(), SecureAggregationConfig(clip=100.0, bits=32, int_clip=INT_CLIP,
-                                                         num_clients=NUM_CLIENTS))
+      _model_fn, *_optimizers(), clip=100.0, bits=32, int_clip=INT_CLIP)
 
 
 def test_weights_above_int_clip_weigh_the_update_as_they_count_in_the_mean(clipped_weights_process):
@@ -235,10 +244,10 @@ def test_weights_above_int_clip_weigh_the_update_as_they_count_in_the_mean(clipp
   unclipped = [w - sum(c * u[i] for c, u in zip(counts, updates)) / sum(weights) for i, w in enumerate(w0)]
   process = clipped_weights_process
   out = process.next(process.set_model_weights(process.initialize(), plain.get_model_weights(start)), _datasets())
-  sa = out.metrics["secure_aggregation"]
+  sa = _secure(out)
   assert (sa["weights_clipped"], sa["clipped"]) == (3, 0)
   # Each client's rounding error is below one step of w * delta: the mean's below n steps / 136.
-  atol = NUM_CLIENTS * process.quantizer.step / sum(weights) + 1e-6
+  atol = NUM_CLIENTS * process.aggregator.quantizer.step / sum(weights) + 1e-6
   for got, expected, old in zip(process.get_model_weights(out.state).trainable, want, unclipped):
     np.testing.assert_allclose(got, expected, atol=atol)
     assert np.max(np.abs(old - expected)) > 100 * atol  # the old weighting is far outside that
@@ -246,14 +255,14 @@ def test_weights_above_int_clip_weigh_the_update_as_they_count_in_the_mean(clipp
 
 def test_counts_of_2_31_and_more_clip_to_int_clip_and_never_flip_the_update(clipped_weights_process):
   counts = np.array([0, 3, 29.6, 30, 31, 2.0**31, 2.0**32 + 5, 1e12, 3e38, np.nan, -4], np.float32)
-  w, clipped = secure_fed_avg.client_weight(tf.constant(counts), INT_CLIP)
+  w, clipped = masked_sum.client_weight(tf.constant(counts), INT_CLIP)
   assert w.dtype == tf.int32
   assert w.numpy().tolist() == [0, 3, 30, 30, 30, 30, 30, 30, 30, 0, 0]
   assert clipped.numpy().tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1]
   # What a client with 2^31 examples encodes (the masking computation's value and multiplier), decoded.
-  q = clipped_weights_process.quantizer
+  q = clipped_weights_process.aggregator.quantizer
   update = [np.full([FEATURES, NUM_CLASSES], 0.01, np.float32), np.full([NUM_CLASSES], -0.02, np.float32)]
-  value, multiplier = secure_fed_avg.client_value(update, tf.constant(2.0**31, tf.float32), q.int_clip)
+  value, multiplier = masked_sum.client_value(update, tf.constant(2.0**31, tf.float32), q.int_clip)
   encoded = q.encode(value, tf.constant([5, 6], tf.int64), multiplier=multiplier)
   no_masks = prg.PhiloxMasks(q.dim, q.word_dtype)
   decoded, _ = q.unmask_and_decode(encoded, no_masks.server_material([]), no_masks, tf.constant(1))
@@ -295,41 +304,39 @@ def test_the_quantization_error_estimate_matches_the_true_error_of_the_sum(bits)
 
 
 def test_each_round_reports_its_quantization_error_and_warns_when_it_moved_the_mean(secure_process):
-  fine = secure_process.next(secure_process.initialize(), _datasets()).metrics["secure_aggregation"]
+  fine = _secure(secure_process.next(secure_process.initialize(), _datasets()))
   coarse_process = build_secure_weighted_fed_avg(  # 16 bits at clip 16,000: steps of 4 on num_examples x delta
-      _model_fn, *_optimizers(), SecureAggregationConfig(clip=16000.0, bits=16, num_clients=NUM_CLIENTS,
-                                                         int_clip=64))
-  assert coarse_process.quantizer.scale == 0.25
-  coarse = coarse_process.next(coarse_process.initialize(), _datasets()).metrics["secure_aggregation"]
-  level = secure_fed_avg.QUANTIZATION_WARNING_LEVEL
+      _model_fn, *_optimizers(), clip=16000.0, bits=16, int_clip=64)
+  assert coarse_process.aggregator.quantizer.scale == 0.25
+  coarse = _secure(coarse_process.next(coarse_process.initialize(), _datasets()))
+  level = masked_sum.QUANTIZATION_WARNING_LEVEL
   assert 0 < fine["quantization_error"] < level / 100 and coarse["quantization_error"] > level
   assert fine["clipping_error"] == coarse["clipping_error"] == 0.0
-  assert training_loop.quantization_warning({"secure": fine}, 1) is None
-  line = training_loop.quantization_warning({"secure": coarse}, 3)
+  assert masked_sum.quantization_warning({"secure": fine}, 1) is None
+  line = masked_sum.quantization_warning({"secure": coarse}, 3)
   assert line.startswith("warning: round 3: quantization moved the secure mean update by ") and "\n" not in line
-  assert training_loop.quantization_warning({"train": {}}, 1) is None  # plain FedAvg rounds: nothing to say
+  assert masked_sum.quantization_warning({"train": {}}, 1) is None  # plain FedAvg rounds: nothing to say
 
 
 def test_absurd_clip_scale_bits_or_client_counts_are_refused_in_one_line(secure_process):
   for bad, message in [
       (dict(clip=1e300), "beyond the largest float32"),
       (dict(scale=1e-300), "fewer than MIN_LEVELS_PER_CLIENT = 16"),
-      (dict(clip=1.0, bits=6, int_clip=1, num_clients=4), "leave 8 fixed-point levels per client"),
-      (dict(int_clip=0), "int_clip")]:
-    with pytest.raises(ValueError, match=message) as error:
-      SecureAggregationConfig(**bad)
+      (dict(clip=1.0, bits=6, int_clip=1), "leave 8 fixed-point levels per client")]:
+    with pytest.raises(ValueError, match=message) as error:  # when the factory is made, before any value type
+      SecureSumFactory(SecureSumConfig(**bad), 4)
     assert "\n" not in str(error.value)
   for bad in (dict(clip=1e300), dict(clip=1.0, scale=1e-300)):  # the secure sum alone, at build time
     with pytest.raises(ValueError, match="float32|MIN_LEVELS_PER_CLIENT") as error:
       build_secure_sum(tff.TensorType(np.float32, [3]), 4, SecureSumConfig(**bad))
     assert "\n" not in str(error.value)
   with pytest.raises(ValueError, match="--aggregator=secure: clip 1e[+]300 is beyond") as error:
-    ExperimentConfig(aggregator="secure", secure_clip=1e300).validate()
+    experiment.build_model_aggregator(ExperimentConfig(aggregator="secure", secure_clip=1e300))
   assert "\n" not in str(error.value)
   # A server computation called directly with more clients than the overflow bound: one line, before TFF runs
   # (these placeholders would fail differently inside TFF).
   with pytest.raises(ValueError, match="6 clients summed, but the overflow bound was built for at most 5") as error:
-    secure_process.server_stage(None, None, NUM_CLIENTS + 1, None)
+    secure_process.aggregator.server_stage(None, None, NUM_CLIENTS + 1, None)
   assert "\n" not in str(error.value)
   ss = build_secure_sum(tff.TensorType(np.float32, [3]), 4, SecureSumConfig(clip=1.0))
   for comp in (ss.computations.unmask, ss.computations.server_unmask):
@@ -347,7 +354,7 @@ def test_each_mask_file_has_its_own_unguessable_path_removed_after_use(secure_pr
     seeds = [(os.urandom(16), 1), (os.urandom(16), -1)]
     materials = [masks.client_material(seeds, os.urandom(16)) for _ in range(3)] + [masks.server_material(seeds)]
     paths = [m["mask"] for m in materials]
-    want = prg.add_signed_streams(np.zeros(64, np.uint64), seeds)
+    want = streams.add_signed_streams(np.zeros(64, np.uint64), seeds)
     for path in paths:
       name = os.path.basename(path)
       assert len(name) == 32 and int(name, 16) >= 0  # 128 random bits, hex
@@ -357,7 +364,7 @@ def test_each_mask_file_has_its_own_unguessable_path_removed_after_use(secure_pr
     seen |= set(paths)
     masks.release()
     assert not any(os.path.lexists(p) for p in paths)  # removed once read
-  assert secure_process.masks.use_memory_files
+  assert secure_process.aggregator.masks.use_memory_files
   before = set(os.listdir(handoff.link_directory()))  # (materials other tests still hold)
   secure_process.next(secure_process.initialize(), _datasets())  # a whole round leaves no path behind
   assert set(os.listdir(handoff.link_directory())) <= before

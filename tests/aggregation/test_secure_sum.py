@@ -10,6 +10,7 @@ from tff_research.aggregation import SecureAggregationError
 from tff_research.aggregation import SecureSumConfig
 from tff_research.aggregation import build_secure_sum
 from tff_research.aggregation import prg
+from tff_research.aggregation.secagg import streams
 
 # Model-weight-like nested structure: a list of float arrays of different shapes + an int leaf.
 VALUE_TYPE = [tff.TensorType(np.float32, [5, 3]), tff.TensorType(np.float32, [3]),
@@ -63,7 +64,7 @@ def test_integer_sum_exact_and_float_within_quantization_bound(secure_sum):
   correction = np.zeros_like(plain)
   for seed, sign in rnd.unmask(list(range(N)), []):
     assert sign == 1  # no dropouts: only self masks are left
-    correction = (correction + prg.expand(seed, secure_sum.quantizer.dim, np.uint32)) % 2**32
+    correction = (correction + streams.expand(seed, secure_sum.quantizer.dim, np.uint32)) % 2**32
   np.testing.assert_array_equal((masked_total + 2**32 - correction) % 2**32, plain)
 
 

@@ -1,16 +1,22 @@
 """Pairwise-masked secure aggregation (SecAgg / SecAgg+) running in TFF's Federated Core.
 
-Modules, one concept each: `config` (a secure sum's settings), `params`
-(the degree and threshold a threat model needs, after Bell et al. 2020),
-`quantization` (fixed-point encoding into Z_{2^b}), `prg` (mask PRGs:
-AES-CTR, Philox), `shamir` (secret sharing), `key_agreement` (X25519 + HKDF
-+ AES-GCM), `graph` (the masking graph), `protocol` (the parties' Python
-stages: keys, shares, the release check, unmasking), `consistency` (the
-active-server option: Ed25519 identities, signed keys, the consistency
-round), `driver` (a round's steps around the Federated Core computations),
-`secure_sum` (those computations and the secure sum), `secure_fed_avg`
-(FedAvg whose aggregation is the masked sum). A researcher can swap the quantizer, the PRG or the
-graph without touching the rest (`build_secure_sum`'s keyword arguments).
+Layers, one concept per module:
+* the seam: `interactive` (an aggregation whose protocol runs Python between
+  two Federated Core stages; a refused round is a value);
+* the secure sum on it: `masked_sum` (`SecureSumFactory`, the one
+  implementation, weighted or not), `encoders` (what runs at the clients
+  before quantization and at the server after decoding), `secure_sum` (the
+  sum used on its own), `fixed_point` (its ideal functionality as a plain
+  `tff.aggregators` factory);
+* TF parts: `quantization` (fixed-point encoding into Z_{2^b}), `prg` (mask
+  PRGs: AES-CTR, Philox), `driver` (a round's protocol steps around the
+  Federated Core stages);
+* pure Python: `config` (a secure sum's settings) and the `secagg`
+  subpackage, the protocol's parts: `params` (the degree and threshold a
+  threat model needs, after Bell et al. 2020), `shamir`, `key_agreement`
+  (X25519 + HKDF + AES-GCM), `streams` (AES-128-CTR keystreams), `graph`
+  (the masking graph), `protocol` (the parties' stages: keys, shares, the
+  release check, unmasking), `consistency` (the active-server option).
 
 Threat model (the README lists each claim with the test that attacks it).
 Dropouts are assumed independent of the masking graph unless the threat
@@ -47,28 +53,34 @@ does show is that the arithmetic is exact, that each masked vector as it
 enters the server's sum is uniform whatever the input, that every refused
 release reveals nothing, and what the protocol costs.
 """
-from tff_research.aggregation.config import SecureSumConfig
-from tff_research.aggregation.params import SecAggParameters
-from tff_research.aggregation.params import ThreatModel
-from tff_research.aggregation.params import choose_parameters
-from tff_research.aggregation.protocol import SecureAggregationError
-from tff_research.aggregation.secure_fed_avg import SecureAggregationConfig
-from tff_research.aggregation.secure_fed_avg import SecureFedAvgProcess
-from tff_research.aggregation.secure_fed_avg import build_secure_weighted_fed_avg
-from tff_research.aggregation.secure_sum import SecureSum
-from tff_research.aggregation.secure_sum import SecureSumResult
-from tff_research.aggregation.secure_sum import build_secure_sum
+import importlib
+from typing import Any
 
-__all__ = [
-    "SecureSumConfig",
-    "SecAggParameters",
-    "ThreatModel",
-    "choose_parameters",
-    "SecureAggregationError",
-    "SecureAggregationConfig",
-    "SecureFedAvgProcess",
-    "build_secure_weighted_fed_avg",
-    "SecureSum",
-    "SecureSumResult",
-    "build_secure_sum",
-]
+from tff_research.aggregation.config import SecureSumConfig
+from tff_research.aggregation.secagg.params import SecAggParameters
+from tff_research.aggregation.secagg.params import ThreatModel
+from tff_research.aggregation.secagg.params import choose_parameters
+
+# Importing the package must not import TensorFlow (`learning.config` reads
+# the secure sum's settings before TF's logging is configured), so the
+# TensorFlow parts load on first use.
+_LAZY = {
+    "SecureAggregationError": "secagg.protocol",
+    "SecureSumFactory": "masked_sum",
+    "MaskedSumProcess": "masked_sum",
+    "reproducible_rounding": "masked_sum",
+    "FixedPointMeanFactory": "fixed_point",
+    "Encoder": "encoders",
+    "SecureSum": "secure_sum",
+    "SecureSumResult": "secure_sum",
+    "build_secure_sum": "secure_sum",
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _LAZY:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
+__all__ = ["SecureSumConfig", "SecAggParameters", "ThreatModel", "choose_parameters", *_LAZY]

@@ -1,7 +1,9 @@
 """The settings of a secure sum: quantization, threat model, masking graph and PRG.
 
-Every value is checked where the config is made, so a bad one fails there,
-in one line, not when a round runs.
+The one place they are named, given their defaults and checked: a bad value
+fails where the config is made, in one line, not when a round runs. The
+command line's `--secure_<name>` flags are these fields (`learning.config`).
+Pure Python: importing it does not import TensorFlow.
 """
 from __future__ import annotations
 
@@ -9,21 +11,26 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-from tff_research.aggregation import params as params_lib
-from tff_research.aggregation import prg as prg_lib
+from tff_research.aggregation.secagg import params as params_lib
+
+# The mask PRGs `prg.build_mask_prg` knows: AES-128-CTR (cryptographic) and
+# Philox (fast, not cryptographic: benchmarks only).
+PRGS = ("aes-ctr", "philox")
+DEFAULT_PRG = "aes-ctr"
 
 
 @dataclasses.dataclass(frozen=True)
 class SecureSumConfig:
-  """Parameters of a secure sum; see module docstring for the overflow rule.
+  """Parameters of a secure sum (the overflow rule: `quantization`).
 
-  Every value is checked here, so a bad one fails where the config is made,
-  in one line.
+  In a weighted sum (FedAvg's mean) the float leaves are weight x value, so
+  `clip` bounds num_examples x model delta per coordinate, and `int_clip` is
+  the most a client's weight counts.
   """
-  clip: float = 1.0              # c: float leaves are clipped to [-c, c]
-  bits: int = 32                 # b: arithmetic mod 2^b, b <= 32; 0 = choose (`choose_bits`)
+  clip: float = 100.0            # c: float leaves are clipped to [-c, c]
+  bits: int = 0                  # b: arithmetic mod 2^b, b <= 32; 0 = choose (`quantization.choose_bits`)
   scale: Optional[float] = None  # s: fixed-point scale; None = largest power of 2 that fits
-  int_clip: int = 2**16          # integer leaves are clipped to [-int_clip, int_clip]
+  int_clip: int = 2**16          # integer leaves (and weights) are clipped to [-int_clip, int_clip]
   neighbors: Optional[int] = None  # k; None = the smallest the bound allows (`params`)
   threshold: Optional[int] = None  # t; None = chosen within the bound (`params`)
   max_dropout: float = params_lib.DEFAULT_MAX_DROPOUT  # delta of the threat model
@@ -31,7 +38,7 @@ class SecureSumConfig:
   min_honest: int = params_lib.DEFAULT_MIN_HONEST  # honest inputs every release must hold (threat model)
   server_chosen_dropouts: bool = False  # threat model: the server may pick who drops (then k > C + D)
   active_server: bool = False  # the server may deviate: signed keys, consistency check (`consistency`)
-  prg: str = prg_lib.DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
+  prg: str = DEFAULT_PRG   # mask PRG: "aes-ctr" (cryptographic) or "philox" (fast, not)
   graph_seed: Optional[int] = None  # None: each round's graph order from the OS CSPRNG (tests fix it)
 
   def __post_init__(self):
@@ -47,8 +54,8 @@ class SecureSumConfig:
       value = getattr(self, name)
       if value is not None and not (isinstance(value, int) and value >= 1):
         raise ValueError(f"{name} must be None (choose) or a positive integer, got {value}")
-    if self.prg not in prg_lib.PRGS:
-      raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(prg_lib.PRGS)}")
+    if self.prg not in PRGS:
+      raise ValueError(f"unknown mask PRG {self.prg!r}; choose one of: {', '.join(PRGS)}")
     self.threat()  # checks max_dropout, max_corrupt, min_honest and server_chosen_dropouts
 
   def threat(self) -> params_lib.ThreatModel:

@@ -1,6 +1,6 @@
 """The protocol driver: one round of SecAgg/SecAgg+ around the Federated Core computations.
 
-A round, whatever it aggregates (`secure_sum.SecureSum`, `secure_fed_avg`):
+A round, whatever it aggregates (`secure_sum.SecureSum`, `masked_sum`):
 
   start_round       stages 0-1 (keys, shares) for the round's clients, and the
                     server's release check (`protocol.check_release`) for the
@@ -27,12 +27,12 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from tff_research.aggregation import config as config_lib
-from tff_research.aggregation import consistency
-from tff_research.aggregation import graph as graph_lib
-from tff_research.aggregation import params as params_lib
 from tff_research.aggregation import prg as prg_lib
-from tff_research.aggregation import protocol as protocol_lib
 from tff_research.aggregation import quantization
+from tff_research.aggregation.secagg import consistency
+from tff_research.aggregation.secagg import graph as graph_lib
+from tff_research.aggregation.secagg import params as params_lib
+from tff_research.aggregation.secagg import protocol as protocol_lib
 
 
 @dataclasses.dataclass

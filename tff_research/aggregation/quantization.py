@@ -439,7 +439,8 @@ class Quantizer:
     """
     return self._decode(self._checked_signed(masked_sum, correction, masks, clients))
 
-  def checked_unmask_decode_and_error(self, masked_sum: tf.Tensor, correction: Any, masks: prg_lib.MaskPrg,
+  def checked_unmask_decode_and_error(self, masked_sum: tf.Tensor, correction: Any,
+                                      masks: Optional[prg_lib.MaskPrg],
                                       clients: tf.Tensor) -> tuple[Any, tf.Tensor, Any]:
     """`checked_unmask_and_decode`, plus the quantization error of the sum (`track_error=True`). Graph code.
 
@@ -453,7 +454,15 @@ class Quantizer:
     value, clipped = self._decode(signed)
     return value, clipped, self.decode_error(signed)
 
-  def _checked_signed(self, masked_sum, correction, masks: prg_lib.MaskPrg, clients) -> tf.Tensor:
+  def checked_decode_sum_and_error(self, encoded_sum: tf.Tensor, clients: tf.Tensor) -> tuple[Any, tf.Tensor, Any]:
+    """`checked_unmask_decode_and_error` of a plain sum of `encode`d vectors (no masks). Graph code.
+
+    What the ideal functionality computes (`fixed_point`): the same words,
+    the same decoding, no protocol.
+    """
+    return self.checked_unmask_decode_and_error(encoded_sum, None, None, clients)
+
+  def _checked_signed(self, masked_sum, correction, masks: Optional[prg_lib.MaskPrg], clients) -> tf.Tensor:
     check = tf.debugging.assert_less_equal(
         clients, tf.constant(self.num_clients, tf.int32),
         message=f"more clients than the {self.num_clients} the overflow bound was built for")
@@ -469,9 +478,11 @@ class Quantizer:
     """
     return self._decode(self._unmask(masked_sum, correction, masks, clients))
 
-  def _unmask(self, masked_sum, correction, masks: prg_lib.MaskPrg, clients) -> tf.Tensor:
-    """The signed int64 sum per payload coordinate."""
-    unmasked = self._reduce(masked_sum - masks.add_masks(tf.zeros([self.dim], self.word_dtype), correction))
+  def _unmask(self, masked_sum, correction, masks: Optional[prg_lib.MaskPrg], clients) -> tf.Tensor:
+    """The signed int64 sum per payload coordinate (`masks` None: a sum of unmasked encodings)."""
+    if masks is not None:
+      masked_sum = masked_sum - masks.add_masks(tf.zeros([self.dim], self.word_dtype), correction)
+    unmasked = self._reduce(masked_sum)
     if self.lanes > 1:
       return self._unpack(unmasked, clients)
     s = tf.cast(unmasked, tf.int64)

@@ -1,23 +1,14 @@
-"""Pairwise-masked secure sum in TFF's Federated Core (Bonawitz et al. 2017; Bell et al. 2020).
+"""The secure sum used on its own: a structure of tensors per client in, their sum out.
 
-What runs where:
-
-* CLIENTS, `tff.tensorflow.computation` under `tff.federated_map`
-  (`client_mask`): encode the value into Z_{2^b} (`quantization`) and add the
-  client's mask material (`prg`): PRG(b_u) and +PRG(s_uv) (u < v) /
-  -PRG(s_uv) (u > v) for each neighbour v, word-wise mod 2^32 (or mod 2^64
-  for packed words). The material is a CLIENTS-placed input made in Python
-  (`protocol`, `prg`): X25519, HKDF, Shamir and AES cannot run in a TF graph
-  on the worker.
-* SERVER: `tff.federated_sum` of the masked vectors and of 1 per client (the
-  client count).
-* SERVER, after Python has checked that the release is safe and rebuilt the
-  seeds from survivors' Shamir shares (`driver`): `unmask` subtracts the
-  survivors' self masks and the dropped clients' unmatched pairwise masks,
-  maps Z_{2^b} back to signed integers and dequantizes.
-
-The parts are modules of their own, and the quantizer, the mask PRG and the
-graph can each be swapped (`SecureSum`'s keyword arguments).
+`build_secure_sum(value_type, num_clients, config)` wraps the unweighted
+process of `masked_sum.SecureSumFactory` (the one implementation of the
+protocol; its docstring says what runs where). `SecureSum.__call__` runs a
+whole round with every check; `new_round`, `masked_round_sum` and
+`unmask_round_sum` are its steps, for code that wants to look between them
+(the notebook, the attacks in `tests/aggregation`), and `computations` holds
+the Federated Core computations with two views for them: `client_encode`
+(a client's quantized vector without masks) and `server_view` (the masked
+vectors as they enter the server's sum).
 """
 from __future__ import annotations
 
@@ -29,11 +20,9 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_research.aggregation import config as config_lib
-from tff_research.aggregation import driver as driver_lib
-from tff_research.aggregation import prg as prg_lib
-from tff_research.aggregation import protocol as protocol_lib
-from tff_research.aggregation import quantization
-from tff_research.runtime import resident
+from tff_research.aggregation import encoders as encoders_lib
+from tff_research.aggregation import masked_sum
+from tff_research.aggregation.secagg import protocol as protocol_lib
 
 
 @dataclasses.dataclass
@@ -59,75 +48,41 @@ class SumComputations:
   unmask: Any          # (masked_sum@SERVER, clients@SERVER, correction@SERVER) -> <value, clipped>@SERVER
 
 
-class CountChecked:
-  """A server computation that refuses, in Python and in one line, more clients than the overflow bound covers.
-
-  Called directly with too large a count, the computation's own graph check
-  would fail inside TFF's worker as a multi-line gRPC error; this raises
-  `ValueError` before TFF is called. Everything else (`type_signature`, ...)
-  is the wrapped computation's.
-
-  Args:
-    comp: the computation.
-    quantizer: whose `check_clients` applies.
-    clients_index: the position of the client count among the arguments.
-  """
-
-  def __init__(self, comp: Any, quantizer: quantization.Quantizer, clients_index: int):
-    self._comp = comp
-    self._quantizer = quantizer
-    self._clients_index = clients_index
-
-  def __call__(self, *args: Any) -> Any:
-    if len(args) > self._clients_index:
-      count = np.asarray(resident.fetch(args[self._clients_index]))
-      # A concrete count only: traced inside another computation, the graph's check remains.
-      if count.size == 1 and np.issubdtype(count.dtype, np.integer):
-        self._quantizer.check_clients(count)
-    return self._comp(*args)
-
-  def __getattr__(self, name: str) -> Any:
-    return getattr(self._comp, name)
-
-
-def build_sum_computations(q: quantization.Quantizer, masks: prg_lib.MaskPrg) -> SumComputations:
-  """The computations of a secure sum of `q.value_type` masked by `masks`."""
-  client_type, server_type = masks.client_material_type(), masks.server_material_type()
-  vec_type = tff.TensorType(q.word_np_dtype, [q.dim])
+def build_sum_computations(process: masked_sum.MaskedSumProcess) -> SumComputations:
+  """The computations of an unweighted masked-sum process, and two views of them for tests and notebooks."""
+  q, masks = process.quantizer, process.masks
+  client_type = masks.client_material_type()
 
   @tff.tensorflow.computation(q.value_type, client_type)
   def client_encode(value, material):
-    return q.encode(value, material["rounding_seed"])
-
-  @tff.tensorflow.computation(q.value_type, client_type)
-  def client_mask(value, material):
-    return q.encode_and_mask(value, material, masks)
-
-  @tff.tensorflow.computation(vec_type, np.int32, server_type)
-  def server_unmask(masked_sum, clients, correction):
-    value, clipped = q.checked_unmask_and_decode(masked_sum, correction, masks, clients)
-    return collections.OrderedDict(value=value, clipped=clipped)
+    return q.encode(encoders_lib.encode_all(process.encoders, value, material["rounding_seed"]),
+                    material["rounding_seed"])
 
   values_type = tff.FederatedType(q.value_type, tff.CLIENTS)
   materials_type = tff.FederatedType(client_type, tff.CLIENTS)
 
   @tff.federated_computation(values_type, materials_type)
   def server_view(values, material):
-    return tff.federated_map(client_mask, (values, material))
+    return tff.federated_map(process.client_mask, (values, material))
 
   @tff.federated_computation(values_type, materials_type)
-  def masked_sum(values, material):
-    masked = tff.federated_map(client_mask, (values, material))
-    clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
-    return collections.OrderedDict(masked_sum=tff.federated_sum(masked), clients=clients)
+  def masked_sum_of(values, material):
+    return process.client_stage(process.initialize(), values, material)
 
-  @tff.federated_computation(tff.FederatedType(vec_type, tff.SERVER), tff.FederatedType(np.int32, tff.SERVER),
-                             tff.FederatedType(server_type, tff.SERVER))
+  stage = process.server_stage
+  parameter = stage.type_signature.parameter
+
+  @tff.federated_computation(parameter[1], parameter[2], parameter[3])
   def unmask(masked, clients, correction):
-    return tff.federated_map(server_unmask, tff.federated_zip((masked, clients, correction)))
+    out = stage(process.initialize(), masked, clients, correction)
+    return tff.federated_zip(collections.OrderedDict(value=out.result, clipped=out.measurements.clipped))
 
-  return SumComputations(client_encode, client_mask, CountChecked(server_unmask, q, 1), server_view, masked_sum,
-                         CountChecked(unmask, q, 1))
+  def unmask_unplaced(masked, clients, correction):
+    out = process.server_unmask(masked, clients, correction)
+    return collections.OrderedDict(value=out["value"], clipped=out["measurements"]["clipped"])
+
+  return SumComputations(client_encode, process.client_mask, unmask_unplaced, server_view, masked_sum_of,
+                         masked_sum.CountChecked(unmask, q, 1))
 
 
 class SecureSum:
@@ -139,16 +94,13 @@ class SecureSum:
   are its two halves, for code that wants to look between them.
   """
 
-  def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig,
-               quantizer: Optional[quantization.Quantizer] = None, masks: Optional[type] = None,
-               graph_fn=None):
+  def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig, **parts: Any):
     self.config = config
-    self.quantizer = quantizer or quantization.Quantizer(value_type, num_clients, config)
+    self.process = masked_sum.SecureSumFactory(config, num_clients, **parts).create(value_type)
+    self.quantizer, self.driver = self.process.quantizer, self.process.driver
     self.num_clients = self.quantizer.num_clients
-    self.driver = driver_lib.ProtocolDriver(config, self.num_clients, self.quantizer, masks, graph_fn)
-    self.masks = self.driver.masks
-    self.parameters = self.driver.parameters
-    self.computations = build_sum_computations(self.quantizer, self.masks)
+    self.masks, self.parameters = self.process.masks, self.process.parameters
+    self.computations = build_sum_computations(self.process)
 
   def new_round(self, num_clients: int, round_num: int,
                 rounding_rng: Optional[np.random.Generator] = None) -> protocol_lib.SecAggRound:
@@ -204,9 +156,11 @@ def build_secure_sum(value_type: Any, num_clients: int,
     num_clients: the most summands (the overflow bound, and the n the
       protocol parameters are chosen for).
     config: clipping, bits, threat model, graph and PRG (`SecureSumConfig`).
-    **parts: `quantizer=` (a `quantization.Quantizer`), `masks=` (a
-      `prg.MaskPrg` subclass) or `graph_fn=` (`graph_fn(order, degree)` ->
-      neighbour lists) to swap one part for a researcher's own.
+    **parts: `SecureSumFactory`'s keyword arguments: `encoders=` (client
+      encoders and server decoders around the quantizer, `encoders`),
+      `masks=` (a `prg.MaskPrg` subclass) or `graph_fn=`
+      (`graph_fn(order, degree)` -> neighbour lists) to swap one part for a
+      researcher's own.
 
   Returns:
     A `SecureSum`.

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow_federated as tff
 
+from tff_research.runtime import resident
 from tff_research.runtime import tff_internals
 
 PARTIAL_DIR = ".partial"
@@ -28,7 +29,11 @@ STATE_FILE = "state.npz"
 
 
 class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
-  """A `FileProgramStateManager` whose `save` never leaves a half-written version."""
+  """A `FileProgramStateManager` whose `save` never leaves a half-written version.
+
+  A state left on the TFF worker (`runtime.resident`) is read from there
+  when saved, so whoever saves need not know where the state lives.
+  """
 
   def __init__(self, root_dir: str, prefix: str = "round_", keep_total: int = 5,
                keep_first: bool = True, keep_every_k: int = 1):
@@ -45,7 +50,7 @@ class AtomicFileProgramStateManager(tff.program.FileProgramStateManager):
     if os.path.exists(partial_path):  # left by a process killed mid-write
       shutil.rmtree(partial_path)
     os.makedirs(partial_path)
-    leaves = tff_internals.structure_utils().flatten(program_state)
+    leaves = tff_internals.structure_utils().flatten(resident.fetch(program_state))
     with open(os.path.join(partial_path, STATE_FILE), "wb") as f:
       np.savez(f, **{f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
       f.flush()

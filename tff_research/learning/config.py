@@ -1,7 +1,11 @@
 """Experiment configuration: every knob of `experiments/train_nwp.py`, and named presets.
 
-Importing this module does not import TensorFlow (flag parsing and log
-configuration happen first); the methods that build TF objects import lazily.
+Plain data: importing this module does not import TensorFlow (flag parsing
+and log configuration happen first), and the objects a run is built of are
+built from it in `experiment`. Each setting is validated once, by the object
+that owns it (`aggregation.SecureSumConfig`, `composers.DropoutSimulation`,
+`training_loop.LoopConfig`, ...); `validate` builds the TF-free ones early
+and names the flag of the first bad value.
 """
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import dataclasses
 import os
 from typing import Any, Optional
 
+from tff_research import tasks as tasks_lib
+from tff_research.aggregation import config as secure_config_lib
 from tff_research.data import shakespeare as shakespeare_lib
+from tff_research.learning import dropouts as dropouts_lib
 
-TASKS = ("next_word", "next_char")
+TASKS = tuple(tasks_lib.TASKS)
 
 
 def setting(default: Any, description: str, choices: Optional[tuple[str, ...]] = None) -> Any:
@@ -19,12 +26,22 @@ def setting(default: Any, description: str, choices: Optional[tuple[str, ...]] =
   return dataclasses.field(default=default, metadata={"help": description, "choices": choices})
 
 
+_SECURE = secure_config_lib.SecureSumConfig()  # the secure sum's defaults, named once (there)
+
+
+def secure_setting(name: str, description: str, choices: Optional[tuple[str, ...]] = None) -> Any:
+  """`--secure_<name>`: the secure sum's field `name`, with its default (0 on the command line for None)."""
+  default = getattr(_SECURE, name)
+  return setting(0 if default is None else default, f"secure sum: {description}", choices)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Every setting of one run. Each field is one command-line flag of the same name.
 
   Settings of the secure sum carry the prefix `secure_` here and drop it in
-  `aggregation.SecureAggregationConfig` (`secure_neighbors` is its `neighbors`).
+  `aggregation.SecureSumConfig`, which owns their defaults and checks
+  (`secure_neighbors` is its `neighbors`; `secure_sum_config`).
   """
   task: str = setting("next_word", "next_word, or next_char: TFF's Shakespeare character baseline (86 characters, "
                       "McMahan et al.'s split on --dataset=shakespeare; see --preset=shakespeare_char)", TASKS)
@@ -70,32 +87,33 @@ class ExperimentConfig:
   server_initial_accumulator: float = setting(0.1, "server adagrad's initial accumulator (TFF's default 0.1)")
   aggregator: str = setting("plain", "plain (TFF's weighted mean) or secure (pairwise-masked secure sum)",
                             ("plain", "secure"))
-  secure_neighbors: int = setting(0, "secure sum: masking neighbours per client k, even (SecAgg+), checked "
-                                  "against the Bell et al. bound; 0 = the smallest safe k; >= clients_per_round "
-                                  "- 1 = the complete graph (SecAgg)")
-  secure_threshold: int = setting(0, "secure sum: Shamir threshold t, checked against the bound (0 = chosen "
-                                  "within it)")
-  secure_max_dropout: float = setting(0.1, "secure sum: the fraction of a round's clients that may drop (delta); "
-                                      "sets k and t, and a round with more dropouts is refused")
-  secure_max_corrupt: float = setting(0.05, "secure sum: the fraction of clients that may collude with the server "
-                                      "(gamma); sets k and t")
-  secure_min_honest: int = setting(2, "secure sum: honest inputs every released sum must hold even if the corrupt "
-                                   "clients all survive; rounds too small for it are refused")
-  secure_server_chosen_dropouts: bool = setting(False, "secure sum: the threat model lets the server choose who "
-                                                "drops (it knows the masking graph): k > corrupt + dropped clients")
-  secure_active_server: bool = setting(False, "secure sum: the server may deviate from the protocol: signed keys "
-                                       "(Ed25519, simulated PKI) and Bonawitz et al.'s consistency check; implies "
-                                       "--secure_server_chosen_dropouts")
-  secure_prg: str = setting("aes-ctr", "secure sum: mask PRG, aes-ctr (AES-128-CTR, cryptographic) or philox "
-                            "(fast, not cryptographic)", ("aes-ctr", "philox"))
-  secure_clip: float = setting(100.0, "secure sum: clip each coordinate of (num_examples x model delta) to "
-                               "[-c, c] before quantization (secure/clipped counts what it clips; the demo's "
-                               "updates on Shakespeare and on a man-page corpus stayed below 100)")
-  secure_bits: int = setting(0, "secure sum: bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per masked "
-                             "64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where they hold the "
-                             "clients' sum with >= 2^13 levels per client (16 for up to 7 clients, 21 up to "
-                             "255), else 32; secure/quantization_error in metrics.csv says how far it moved each "
-                             "round's mean")
+  secure_neighbors: int = secure_setting("neighbors", "masking neighbours per client k, even (SecAgg+), checked "
+                                          "against the Bell et al. bound; 0 = the smallest safe k; >= "
+                                          "clients_per_round - 1 = the complete graph (SecAgg)")
+  secure_threshold: int = secure_setting("threshold", "Shamir threshold t, checked against the bound (0 = chosen "
+                                          "within it)")
+  secure_max_dropout: float = secure_setting("max_dropout", "the fraction of a round's clients that may drop "
+                                             "(delta); sets k and t, and a round with more dropouts is refused")
+  secure_max_corrupt: float = secure_setting("max_corrupt", "the fraction of clients that may collude with the "
+                                             "server (gamma); sets k and t")
+  secure_min_honest: int = secure_setting("min_honest", "honest inputs every released sum must hold even if the "
+                                          "corrupt clients all survive; rounds too small for it are refused")
+  secure_server_chosen_dropouts: bool = secure_setting(
+      "server_chosen_dropouts", "the threat model lets the server choose who drops (it knows the masking graph): "
+      "k > corrupt + dropped clients")
+  secure_active_server: bool = secure_setting(
+      "active_server", "the server may deviate from the protocol: signed keys (Ed25519, simulated PKI) and "
+      "Bonawitz et al.'s consistency check; implies --secure_server_chosen_dropouts")
+  secure_prg: str = secure_setting("prg", "mask PRG, aes-ctr (AES-128-CTR, cryptographic) or philox (fast, not "
+                                   "cryptographic)", secure_config_lib.PRGS)
+  secure_clip: float = secure_setting("clip", "clip each coordinate of (num_examples x model delta) to [-c, c] "
+                                      "before quantization (secure/clipped counts what it clips; the demo's "
+                                      "updates on Shakespeare and on a man-page corpus stayed below 100)")
+  secure_bits: int = secure_setting("bits", "bits per quantized coordinate, 2-32 (<= 21 packs 64 // b per "
+                                    "masked 64-bit word: fewer mask bits, coarser steps); 0 = 16, else 21, where "
+                                    "they hold the clients' sum with >= 2^13 levels per client (16 for up to 7 "
+                                    "clients, 21 up to 255), else 32; secure/quantization_error in metrics.csv "
+                                    "says how far it moved each round's mean")
   dropout_rate: float = setting(0.0, "secure sum: simulated fraction of sampled clients that drop after sharing "
                                 "keys (at most --secure_max_dropout)")
   # Loop.
@@ -120,22 +138,21 @@ class ExperimentConfig:
     """Raises ValueError with one line naming the first bad setting."""
     positive = ("vocab_size", "num_oov_buckets", "sequence_length", "embedding_size", "latent_size",
                 "num_layers", "rounds", "clients_per_round", "client_epochs", "client_batch_size",
-                "eval_every", "eval_batch_size", "client_learning_rate", "server_learning_rate",
-                "secure_clip")
+                "eval_every", "eval_batch_size", "client_learning_rate", "server_learning_rate")
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("max_elements_per_client", "eval_clients", "secure_neighbors", "secure_threshold"):
+    for name in ("max_elements_per_client", "eval_clients"):
       if getattr(self, name) < 0:
         raise ValueError(f"--{name} must be 0 or positive, got {getattr(self, name)}")
     if not 0.0 <= self.server_beta_2 < 1.0:
       raise ValueError(f"--server_beta_2 must be in [0, 1), got {self.server_beta_2}")
     if not self.server_initial_accumulator >= 0.0:
       raise ValueError(f"--server_initial_accumulator must be 0 or positive, got {self.server_initial_accumulator}")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
-    if self.secure_bits != 0 and not 2 <= self.secure_bits <= 32:
-      raise ValueError(f"--secure_bits must be 0 (choose) or in [2, 32], got {self.secure_bits}")
+    try:
+      self.dropout_simulation()
+    except ValueError as e:
+      raise ValueError(f"--{e}") from None
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
     for field in dataclasses.fields(self):
@@ -144,10 +161,8 @@ class ExperimentConfig:
       if allowed and getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not one of: {', '.join(allowed)}")
     if (self.shakespeare_unit != shakespeare_lib.DEFAULT_UNIT
-        and (self.task, self.dataset) != ("next_char", "shakespeare")):
-      raise ValueError("--shakespeare_unit applies to --task=next_char with --dataset=shakespeare")
-    if self.aggregator == "secure" and self.algorithm != "fedavg":
-      raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
+        and not tasks_lib.get_task(self.task).takes_shakespeare_unit(self.dataset)):
+      raise ValueError(f"--shakespeare_unit applies to {tasks_lib.shakespeare_unit_scope()}")
     if self.aggregator == "secure":
       self._validate_secure()
     self._validate_corpus_options()
@@ -177,69 +192,30 @@ class ExperimentConfig:
     return options
 
   def _validate_secure(self) -> None:
-    """The secure sum's settings, checked for this run's clients per round (imports TensorFlow)."""
+    """The secure sum's settings, checked by their owner for this run's clients per round (no TensorFlow)."""
     try:
-      secure = self.secure_aggregation_config()
-      secure.secure_sum_config().smallest_round(self.clients_per_round)  # every round size up to it
+      if self.dropout_rate > self.secure_max_dropout:
+        raise ValueError(f"dropout_rate {self.dropout_rate:g} exceeds max_dropout {self.secure_max_dropout:g}: "
+                         "the protocol's parameters assume at most that fraction of clients drops")
+      self.secure_sum_config().smallest_round(self.clients_per_round)  # every round size up to it
     except ValueError as e:
       raise ValueError(f"--aggregator=secure: {e}") from None
 
-  def secure_aggregation_config(self):
-    """The `aggregation.SecureAggregationConfig` of this run (imports TensorFlow)."""
-    from tff_research.aggregation import secure_fed_avg  # pylint: disable=g-import-not-at-top
-    return secure_fed_avg.SecureAggregationConfig(
+  def dropout_simulation(self) -> dropouts_lib.DropoutSimulation:
+    """The run's simulated dropouts (secure sum; they draw from the run's seed, not a client's secret)."""
+    return dropouts_lib.DropoutSimulation(self.dropout_rate, self.seed)
+
+  def secure_sum_config(self) -> secure_config_lib.SecureSumConfig:
+    """The run's `aggregation.SecureSumConfig` (plain data; it checks every value)."""
+    return secure_config_lib.SecureSumConfig(
         neighbors=self.secure_neighbors or None, threshold=self.secure_threshold or None,
-        clip=self.secure_clip, bits=self.secure_bits, dropout_rate=self.dropout_rate,
-        max_dropout=self.secure_max_dropout, max_corrupt=self.secure_max_corrupt, prg=self.secure_prg,
-        min_honest=self.secure_min_honest, server_chosen_dropouts=self.secure_server_chosen_dropouts,
-        active_server=self.secure_active_server,
-        seed=self.seed,
-        # The overflow bound needs only this run's clients per round and the
-        # most examples a client can weigh in with: tighter bounds leave a
-        # finer fixed-point scale (which matters at 16 bits).
-        num_clients=self.clients_per_round,
-        int_clip=(self.max_elements_per_client * self.client_epochs
-                           if self.max_elements_per_client else 2**16))
-
-  def algorithm_config(self):
-    """A `process.AlgorithmConfig` (imports TensorFlow)."""
-    from tff_research.learning import optimizers as optimizers_lib  # pylint: disable=g-import-not-at-top
-    from tff_research.learning import process as process_lib  # pylint: disable=g-import-not-at-top
-    secure = self.secure_aggregation_config() if self.aggregator == "secure" else None
-    return process_lib.AlgorithmConfig(
-        algorithm=self.algorithm,
-        client_optimizer=optimizers_lib.OptimizerConfig(self.client_optimizer, self.client_learning_rate),
-        server_optimizer=optimizers_lib.OptimizerConfig(
-            self.server_optimizer, self.server_learning_rate, momentum=self.server_momentum,
-            epsilon=self.server_epsilon, beta_2=self.server_beta_2,
-            initial_accumulator=self.server_initial_accumulator),
-        aggregator=self.aggregator, secure=secure)
-
-  def loop_config(self):
-    """A `training_loop.LoopConfig` (imports TensorFlow)."""
-    from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-    from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
-    epochs, max_elements = self.client_epochs, self.max_elements_per_client or None
-    batch_size = self.client_batch_size
-    if self.algorithm == "fedsgd":
-      epochs = 1  # FedSGD: one gradient over the client's data per round
-    return training_loop.LoopConfig(
-        rounds=self.rounds, clients_per_round=self.clients_per_round,
-        client_spec=nwp.ClientSpec(epochs, batch_size, max_elements),
-        eval_every=self.eval_every, eval_clients=self.eval_clients,
-        eval_batch_size=self.eval_batch_size, seed=self.seed)
-
-  def model_config(self, vocab_size: int):
-    """A `models.nwp.ModelConfig` for an output layer of `vocab_size` classes.
-
-    For next_char, TFF's character model's shape: no projection layer, he-normal LSTM kernels.
-    """
-    from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
-    char = self.task == "next_char"
-    return nwp_models.ModelConfig(vocab_size, self.embedding_size, self.latent_size,
-                                  self.num_layers, self.cell, projection=not char,
-                                  kernel_initializer="he_normal" if char else "glorot_uniform",
-                                  lstm_implementation=self.lstm_implementation)
+        clip=self.secure_clip, bits=self.secure_bits, max_dropout=self.secure_max_dropout,
+        max_corrupt=self.secure_max_corrupt, prg=self.secure_prg, min_honest=self.secure_min_honest,
+        server_chosen_dropouts=self.secure_server_chosen_dropouts, active_server=self.secure_active_server,
+        # The overflow bound needs only the most examples a client can weigh
+        # in with: a tighter bound leaves a finer fixed-point scale.
+        int_clip=(self.max_elements_per_client * self.client_epochs if self.max_elements_per_client
+                  else _SECURE.int_clip))
 
 
 _CORPUS_OPTIONS = ("min_words", "train_fraction", "split", "text_unit")

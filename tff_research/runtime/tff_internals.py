@@ -9,6 +9,7 @@ piece and the versions, instead of somewhere deep in a run:
   type_conversions()     `type_to_py_container`, results as Python containers
   executors_errors()     `RetryableGRPCError`, what an unreachable worker raises
   structure_utils()      `flatten` / `unflatten_as` of program state (checkpoints)
+  fed_sgd_client_work()  FedSGD's client work, to compose FedSGD around an interactive aggregator
 """
 from __future__ import annotations
 
@@ -85,3 +86,11 @@ def executors_errors() -> ModuleType:
 
 def structure_utils() -> ModuleType:
   return _module("tensorflow_federated.python.program.structure_utils", "flatten", "unflatten_as")
+
+
+def fed_sgd_client_work(model_fn, loop_implementation):
+  """TFF's FedSGD client work (`fed_sgd._build_fed_sgd_client_work`), metrics summed then finalized as TFF does."""
+  fed_sgd = _module("tensorflow_federated.python.learning.algorithms.fed_sgd", "_build_fed_sgd_client_work")
+  aggregator = _module("tensorflow_federated.python.learning.metrics.aggregator", "sum_then_finalize")
+  return fed_sgd._build_fed_sgd_client_work(  # pylint: disable=protected-access
+      model_fn, aggregator.sum_then_finalize, loop_implementation=loop_implementation)

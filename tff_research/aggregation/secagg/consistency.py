@@ -67,10 +67,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tff_research.aggregation import graph as graph_lib
-from tff_research.aggregation import key_agreement as ka
-from tff_research.aggregation import params as params_lib
-from tff_research.aggregation import protocol
+from tff_research.aggregation.secagg import graph as graph_lib
+from tff_research.aggregation.secagg import key_agreement as ka
+from tff_research.aggregation.secagg import params as params_lib
+from tff_research.aggregation.secagg import protocol
 
 SIGNATURE_BYTES = 64
 VERIFY_KEY_BYTES = 32

@@ -40,10 +40,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from tff_research.aggregation import graph as graph_lib
-from tff_research.aggregation import key_agreement as ka
-from tff_research.aggregation import params as params_lib
-from tff_research.aggregation import shamir
+from tff_research.aggregation.secagg import graph as graph_lib
+from tff_research.aggregation.secagg import key_agreement as ka
+from tff_research.aggregation.secagg import params as params_lib
+from tff_research.aggregation.secagg import shamir
 
 _MASK = b"mask"
 _ENC = b"enc"
