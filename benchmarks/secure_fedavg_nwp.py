@@ -3,6 +3,7 @@ r"""Secure vs plain FedAvg on the reference NWP model (preset "reference"): roun
   python -m benchmarks.secure_fedavg_nwp --rounds=21                       # 10 clients, AES-CTR and Philox masks
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
   python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
+  python -m benchmarks.secure_fedavg_nwp --secure_prg= --dp=central,ftrl --rounds=21   # DP against plain
 
 Builds the reference preset's training process once with TFF's weighted mean and
 once per mask PRG in `--secure_prg` with `--aggregator=secure` (the degree and
@@ -39,6 +40,7 @@ def _parse(argv):
   parser.add_argument("--secure_bits", type=int, default=0, help="0 = the package's choice (quantization.choose_bits)")
   parser.add_argument("--secure_prg", default="aes-ctr,philox", help="comma-separated mask PRGs to compare")
   parser.add_argument("--secure_clip", type=float, default=None)
+  parser.add_argument("--dp", default="", help="comma-separated --dp modes to compare too (central, ftrl)")
   parser.add_argument("--data_dir", default=None)
   return parser.parse_args(argv)
 
@@ -50,9 +52,13 @@ def _configs(args):
   if args.secure_clip is not None:
     base = dataclasses.replace(base, secure_clip=args.secure_clip)
   configs = {"plain": base}
-  for prg in args.secure_prg.split(","):
+  for prg in filter(None, args.secure_prg.split(",")):
     configs[prg] = dataclasses.replace(base, aggregator="secure", secure_neighbors=args.secure_neighbors,
                                        secure_bits=args.secure_bits, secure_prg=prg)
+  for mode in filter(None, args.dp.split(",")):
+    # Server SGD at lr 1 for DP-FTRL (FTRL's server step); the clip is the update norms' median here.
+    changes = dict(server_optimizer="sgd", server_learning_rate=1.0) if mode == "ftrl" else {}
+    configs[f"dp-{mode}"] = dataclasses.replace(base, dp=mode, dp_noise_multiplier=1.0, dp_clip=1.0, **changes)
   for config in configs.values():
     config.validate()
   return base, configs
@@ -66,7 +72,10 @@ def _train_side_by_side(base, configs, data):
   from tff_research.runtime import workers  # pylint: disable=g-import-not-at-top
   loop = experiment.loop_config(base)
   model_fn = experiment.build_model_fn(base, data)
-  processes = {name: experiment.build_training_process(c, model_fn) for name, c in configs.items()}
+  clients = len(data.train_client_ids)
+  processes = {name: experiment.build_training_process(c, model_fn, dp=experiment.resolve_dp(c, clients),
+                                                       num_train_clients=clients)
+               for name, c in configs.items()}
   states = {name: p.initialize() for name, p in processes.items()}
   names = list(processes)
   orders = list(itertools.permutations(names))  # every pair in either order equally often
@@ -110,7 +119,7 @@ def _report(args, base, timing, secure, final):
   print(f"clients/round={args.clients_per_round} rounds={args.rounds} clip={base.secure_clip}")
   for name in names:
     extra = ""
-    if name != "plain":
+    if name != "plain" and "neighbors" in secure[name]:
       s = secure[name]
       extra = (f", k={s['neighbors']:.0f} t={s['threshold']:.0f} bits={s['bits']:.0f}, clipped {s['clipped']:.0f}, "
                f"upload {s['upload_bytes_per_client']:,.0f} B/client")
@@ -126,8 +135,8 @@ def _report(args, base, timing, secure, final):
           f"secure_extra_python_cpu_s={cpu['python_cpu']:.2f} "
           f"accuracy_difference_points={100 * (final[name]['accuracy'] - final['plain']['accuracy']):+.3f}")
     first = [s < p for s, p in zip(timing["position"][name], timing["position"]["plain"])]
-    print("\n".join(pairing.paired_summary(f"secure_round_time_ratio[{name}]", wall[name], wall["plain"],
-                                           went_first=first)))
+    label = "dp_round_time_ratio" if name.startswith("dp-") else "secure_round_time_ratio"
+    print("\n".join(pairing.paired_summary(f"{label}[{name}]", wall[name], wall["plain"], went_first=first)))
 
 
 def main(argv=None) -> int:

@@ -106,6 +106,12 @@ def test_secure_fed_sgd_runs_from_the_command_line(train_cmd):
      "--aggregator=secure: SecAgg+ degree k=2 is below the Bell et al. bound for n=8 clients"),
     (["--aggregator=secure", "--dropout_rate=0.3"], "dropout_rate 0.3 exceeds max_dropout 0.1"),
     (["--dataset=jsonl:posts.jsonl", "--split=random"], "--split must be one of: auto, by_text"),
+    (["--dp=central", "--aggregator=secure", "--clients_per_round=4"], "it does not run with --aggregator=secure"),
+    (["--dp=central", "--dp_adaptive_clip"], "--dp_adaptive_clip: adaptive clipping needs more than 10 x"),
+    (["--dp=central", "--target_epsilon=0.001", "--clients_per_round=1000"],
+     "--target_epsilon: target epsilon 0.001 cannot be met in 2 rounds of 1000"),
+    (["--dp=laplace"], "--dp='laplace' is not one of: none, central, ftrl"),
+    (["--dp=ftrl", "--server_optimizer=adam"], "--dp=ftrl is FTRL: the server optimizer is one of sgd, sgdm"),
 ])
 def test_bad_input_is_one_clear_line(train_cmd, flags, message):
   code, _, err = _finish(train_cmd("--experiment_name=bad", *flags))

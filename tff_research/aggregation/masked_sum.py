@@ -193,6 +193,16 @@ class CountChecked:
 class SecureSumFactory(interactive.InteractiveAggregationFactory):
   """The pairwise-masked secure sum for up to `num_clients` clients a round (module docstring).
 
+  Threat model (`config.threat()`; the README lists each claim with the test
+  that attacks it): the server is honest-but-curious unless
+  `active_server`; up to ceil(max_corrupt n) clients collude with it and up
+  to ceil(max_dropout n) drop after the setup, independently of the masking
+  graph unless `server_chosen_dropouts`. The server then learns the sum of
+  the survivors' values, at least `min_honest` of them honest, and nothing
+  else (but with probability 2^-40); a round that could release less is
+  refused (`interactive.Refused`) before anything is revealed. Not claimed:
+  inputs forged by corrupt clients, a lying server, denial of service.
+
   Args:
     config: clipping, bits, threat model, graph and PRG (`SecureSumConfig`).
     num_clients: the most clients a round may have (the overflow bound, and

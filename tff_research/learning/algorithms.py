@@ -11,8 +11,11 @@
   (broadcast distributor, TFF's client work, apply-optimizer finalizer),
   composed by `composers.compose_learning_process` around it.
 
-`interactive_options` (`dropouts`, `keep_state_on_worker`, `max_attempts`,
-`log`) go to `composers.InteractiveLearningProcess`.
+`build_fed_avg` picks the weighting by type too: an
+`UnweightedAggregationFactory` (TFF's differentially private factories:
+one client, one vote) gives TFF's unweighted FedAvg, anything else the
+weighted one. `interactive_options` (`dropouts`, `keep_state_on_worker`,
+`max_attempts`, `log`) go to `composers.InteractiveLearningProcess`.
 """
 from __future__ import annotations
 
@@ -95,3 +98,17 @@ def build_fed_sgd(model_fn: Callable[[], Any], server_optimizer_fn, *, model_agg
         loop_implementation=loop_implementation)
   client_work = tff_internals.fed_sgd_client_work(model_fn, loop_implementation)
   return _compose(model_fn, client_work, server_optimizer_fn, model_aggregator, interactive_options)
+
+
+def build_fed_avg(model_fn: Callable[[], Any], client_optimizer_fn, server_optimizer_fn, *,
+                  model_aggregator: Optional[Any] = None,
+                  loop_implementation: tff.learning.LoopImplementation = _ITERATOR, **interactive_options: Any):
+  """FedAvg, unweighted for an `UnweightedAggregationFactory` (DP), else `build_weighted_fed_avg`."""
+  if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+    _check_options(model_aggregator, interactive_options)
+    return tff.learning.algorithms.build_unweighted_fed_avg(
+        model_fn, client_optimizer_fn=client_optimizer_fn, server_optimizer_fn=server_optimizer_fn,
+        model_aggregator=model_aggregator, loop_implementation=loop_implementation)
+  return build_weighted_fed_avg(model_fn, client_optimizer_fn, server_optimizer_fn,
+                                model_aggregator=model_aggregator, loop_implementation=loop_implementation,
+                                **interactive_options)

@@ -17,6 +17,7 @@ from tff_research import tasks as tasks_lib
 from tff_research.aggregation import config as secure_config_lib
 from tff_research.data import shakespeare as shakespeare_lib
 from tff_research.learning import dropouts as dropouts_lib
+from tff_research.privacy import config as dp_config_lib
 
 TASKS = tuple(tasks_lib.TASKS)
 
@@ -33,6 +34,14 @@ def secure_setting(name: str, description: str, choices: Optional[tuple[str, ...
   """`--secure_<name>`: the secure sum's field `name`, with its default (0 on the command line for None)."""
   default = getattr(_SECURE, name)
   return setting(0 if default is None else default, f"secure sum: {description}", choices)
+
+
+_DP = dp_config_lib.DpConfig()  # differential privacy's defaults, named once (there)
+
+
+def dp_setting(name: str, description: str, choices: Optional[tuple[str, ...]] = None) -> Any:
+  """`--dp_<name>` (`--dp` for the mode, `--target_epsilon`): the DpConfig field `name`, with its default."""
+  return setting(getattr(_DP, name), f"differential privacy: {description}", choices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +125,20 @@ class ExperimentConfig:
                                     "says how far it moved each round's mean")
   dropout_rate: float = setting(0.0, "secure sum: simulated fraction of sampled clients that drop after sharing "
                                 "keys (at most --secure_max_dropout)")
+  dp: str = dp_setting("mode", "none; central: user-level DP-FedAvg (McMahan et al. 2018), each client's update "
+                       "clipped to L2 norm --dp_clip and Gaussian noise of stddev --dp_noise_multiplier x clip on "
+                       "the sum, unweighted mean; ftrl: DP-FTRL (Kairouz et al. 2021), the same clip with tree "
+                       "noise, clients in shuffled epochs, server sgd or sgdm; epsilon every round in metrics.csv "
+                       "(privacy/epsilon)", dp_config_lib.MODES)
+  dp_noise_multiplier: float = dp_setting("noise_multiplier", "noise stddev over the clip (ignored with "
+                                          "--target_epsilon)")
+  dp_clip: float = dp_setting("clip", "L2 norm each client's model update is clipped to (the initial clip with "
+                              "--dp_adaptive_clip)")
+  dp_adaptive_clip: bool = dp_setting("adaptive_clip", "track the median update norm as the clip (Andrew et al. "
+                                      "2021; needs clients_per_round > 10 x the noise multiplier)")
+  dp_delta: float = dp_setting("delta", "delta of (epsilon, delta)-DP; 0 = 1 / (train clients)^1.1")
+  target_epsilon: float = dp_setting("target_epsilon", "calibrate the noise multiplier before training so that "
+                                     "epsilon after --rounds rounds is this (0 = use --dp_noise_multiplier)")
   # Loop.
   rounds: int = setting(10, "total rounds (a resumed run continues up to this)")
   clients_per_round: int = setting(10, "clients sampled uniformly each round")
@@ -165,6 +188,7 @@ class ExperimentConfig:
       raise ValueError(f"--shakespeare_unit applies to {tasks_lib.shakespeare_unit_scope()}")
     if self.aggregator == "secure":
       self._validate_secure()
+    self._validate_dp()
     self._validate_corpus_options()
 
   def _validate_corpus_options(self) -> None:
@@ -204,6 +228,34 @@ class ExperimentConfig:
   def dropout_simulation(self) -> dropouts_lib.DropoutSimulation:
     """The run's simulated dropouts (secure sum; they draw from the run's seed, not a client's secret)."""
     return dropouts_lib.DropoutSimulation(self.dropout_rate, self.seed)
+
+  def _validate_dp(self) -> None:
+    """Differential privacy's settings, checked by their owner, and where they do not fit this run."""
+    try:
+      dp = self.dp_config()
+    except ValueError as e:
+      raise ValueError(f"--{e}") from None
+    if not dp.enabled:
+      return
+    if self.aggregator == "secure":
+      raise ValueError(f"--dp={self.dp} adds the noise at the server after a plain sum (TFF's DP factory); it "
+                       "does not run with --aggregator=secure")
+    if self.algorithm != "fedavg":
+      raise ValueError(f"--dp={self.dp} clips and averages client updates (DP-FedAvg, DP-FTRL): it needs "
+                       "--algorithm=fedavg")
+    if self.dp == "ftrl" and self.server_optimizer not in dp_config_lib.FTRL_SERVER_OPTIMIZERS:
+      raise ValueError(f"--dp=ftrl is FTRL: the server optimizer is one of "
+                       f"{', '.join(dp_config_lib.FTRL_SERVER_OPTIMIZERS)}, not {self.server_optimizer}")
+    try:
+      dp.check_cohort(self.clients_per_round)
+    except ValueError as e:
+      raise ValueError(f"--dp_adaptive_clip: {e}") from None
+
+  def dp_config(self) -> dp_config_lib.DpConfig:
+    """The run's `privacy.DpConfig` as given (`--target_epsilon` is resolved when the data is loaded)."""
+    return dp_config_lib.DpConfig(
+        mode=self.dp, noise_multiplier=self.dp_noise_multiplier, clip=self.dp_clip,
+        adaptive_clip=self.dp_adaptive_clip, delta=self.dp_delta, target_epsilon=self.target_epsilon)
 
   def secure_sum_config(self) -> secure_config_lib.SecureSumConfig:
     """The run's `aggregation.SecureSumConfig` (plain data; it checks every value)."""

@@ -99,9 +99,21 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   print(f"  recall@3 {final.get('recall_at_3', float('nan')):.4f}   accuracy with special tokens "
         f"{final.get('accuracy_with_special', float('nan')):.4f}   perplexity "
         f"{final.get('perplexity', float('nan')):.1f}")
+  if result.dp is not None:
+    print(_privacy_line(result, rounds_done, config.clients_per_round))
   if result.plot_path:
     print(f"Learning curve: {result.plot_path}")
   return 0
+
+
+def _privacy_line(result, rounds_done: int, clients_per_round: int) -> str:
+  """The summary's DP line: epsilon at delta after the rounds run (and rho-zCDP for DP-FTRL)."""
+  dp, privacy, num_clients = result.dp, result.privacy, len(result.data.train_client_ids)
+  how = (f"RDP, {clients_per_round} of {num_clients} clients sampled a round" if dp.mode == "central" else
+         f"RDP over trees restarted every epoch, rho-zCDP {privacy['zcdp_rho']:.3g}")
+  return (f"User-level DP ({dp.mode}): epsilon {privacy['epsilon']:.3g} at delta {dp.delta:.3g} after {rounds_done} "
+          f"rounds (noise multiplier {dp.noise_multiplier:.4g}, clip {dp.clip:g}"
+          f"{' adaptive' if dp.adaptive_clip else ''}; {how})")
 
 
 def _saved_so_far(config: ExperimentConfig) -> str:

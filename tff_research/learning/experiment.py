@@ -20,6 +20,9 @@ from tff_research.learning import process as process_lib
 from tff_research.learning import training_loop
 from tff_research.learning.config import ExperimentConfig  # pylint: disable=unused-import
 from tff_research.models import nwp as nwp_models
+from tff_research.privacy import accounting as dp_accounting_lib
+from tff_research.privacy import aggregators as dp_aggregators
+from tff_research.privacy import config as dp_config_lib
 
 VOCAB_FILE = "vocab.json"
 
@@ -31,6 +34,8 @@ class ExperimentResult:
   data: nwp.NWPData
   unigram_accuracy: float
   plot_path: Optional[str]
+  dp: Optional[dp_config_lib.DpConfig] = None  # resolved: calibrated noise multiplier, delta
+  privacy: Optional[dict[str, float]] = None    # epsilon, delta (and rho-zCDP for DP-FTRL) after the run
 
 
 def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData:
@@ -103,18 +108,65 @@ def loop_config(config: ExperimentConfig) -> training_loop.LoopConfig:
       rounds=config.rounds, clients_per_round=config.clients_per_round,
       client_spec=nwp.ClientSpec(epochs, config.client_batch_size, config.max_elements_per_client or None),
       eval_every=config.eval_every, eval_clients=config.eval_clients,
-      eval_batch_size=config.eval_batch_size, seed=config.seed)
+      eval_batch_size=config.eval_batch_size, seed=config.seed,
+      # DP-FTRL's accounting assumes each client at most once per tree (epoch).
+      client_sampling="shuffled_epochs" if config.dp == "ftrl" else "uniform")
 
 
-def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None):
-  """None (TFF's weighted mean), or the secure sum for this run's clients per round (`--aggregator=secure`).
+def resolve_dp(config: ExperimentConfig, num_train_clients: int) -> Optional[dp_config_lib.DpConfig]:
+  """The run's DP settings with delta and (for `--target_epsilon`) the noise multiplier resolved; None if off.
+
+  Raises:
+    ValueError: one line, for a target epsilon the rounds cannot meet.
+  """
+  dp = config.dp_config()
+  if not dp.enabled:
+    return None
+  delta = dp.resolved_delta(num_train_clients)
+  noise_multiplier = dp.noise_multiplier
+  if dp.target_epsilon:
+    try:
+      noise_multiplier = dp_accounting_lib.calibrate_noise_multiplier(
+          dp.target_epsilon, rounds=config.rounds, num_clients=num_train_clients,
+          clients_per_round=config.clients_per_round, delta=delta,
+          rounds_per_epoch=_rounds_per_epoch(config, dp, num_train_clients))
+    except ValueError as e:
+      raise ValueError(f"--target_epsilon: {e}") from None
+  return dataclasses.replace(dp, noise_multiplier=noise_multiplier, delta=delta)
+
+
+def epsilon_tracker(config: ExperimentConfig, dp: dp_config_lib.DpConfig,
+                    num_train_clients: int) -> dp_accounting_lib.EpsilonTracker:
+  """Epsilon after each round of the run (the loop's `round_metrics`)."""
+  return dp_accounting_lib.EpsilonTracker(dp.noise_multiplier, num_train_clients, config.clients_per_round, dp.delta,
+                                          _rounds_per_epoch(config, dp, num_train_clients))
+
+
+def _rounds_per_epoch(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_train_clients: int) -> int:
+  """DP-FTRL's tree length (0 for DP-FedAvg)."""
+  if dp.mode != "ftrl":
+    return 0
+  return training_loop.rounds_per_epoch(num_train_clients, config.clients_per_round)
+
+
+def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None,
+                           dp: Optional[dp_config_lib.DpConfig] = None, num_train_clients: int = 0):
+  """None (TFF's weighted mean), TFF's DP mean (`--dp=central`), or the secure sum (`--aggregator=secure`).
 
   Args:
     config: the run's aggregator settings.
     rounding_randomness: tests that compare runs bit for bit only
       (`aggregation.reproducible_rounding`); None leaves each client's
       rounding to its own CSPRNG.
+    dp: the resolved DP settings (`resolve_dp`), None without DP.
+    num_train_clients: with DP-FTRL, N (its tree restarts every N // k rounds).
   """
+  if dp is not None:
+    try:
+      return dp_aggregators.build_dp_aggregator(
+          dp, config.clients_per_round, _rounds_per_epoch(config, dp, num_train_clients))
+    except ValueError as e:
+      raise ValueError(f"--dp={dp.mode}: {e}") from None
   if config.aggregator != "secure":
     return None
   try:
@@ -126,7 +178,8 @@ def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None):
 
 def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.ModelFn, *,
                            keep_state_on_worker: bool = True, rounding_randomness=None,
-                           log: Optional[Callable[[str], None]] = None):
+                           log: Optional[Callable[[str], None]] = None,
+                           dp: Optional[dp_config_lib.DpConfig] = None, num_train_clients: int = 0):
   """The run's learning process (`process.build_training_process`) with its aggregator and dropouts.
 
   Args:
@@ -135,14 +188,17 @@ def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.Mode
     keep_state_on_worker: keep the server state on the TFF worker between rounds.
     rounding_randomness: see `build_model_aggregator`.
     log: where a refused secure round's line goes.
+    dp: the resolved DP settings (`resolve_dp`), None without DP.
+    num_train_clients: with DP, the training clients N.
 
   Returns:
     The process.
   """
-  aggregator = build_model_aggregator(config, rounding_randomness)
+  aggregator = build_model_aggregator(config, rounding_randomness, dp, num_train_clients)
+  secure = config.aggregator == "secure"
   return process_lib.build_training_process(
       model_fn, algorithm_config(config), model_aggregator=aggregator, keep_state_on_worker=keep_state_on_worker,
-      dropouts=config.dropout_simulation() if aggregator is not None else None, log=log)
+      dropouts=config.dropout_simulation() if secure else None, log=log if secure else None)
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
@@ -167,13 +223,19 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
   model_fn = build_model_fn(config, data)
-  training_process = build_training_process(config, model_fn, log=log)
+  dp = resolve_dp(config, len(data.train_client_ids))
+  if dp is not None and dp.target_epsilon:
+    log(f"--target_epsilon={dp.target_epsilon:g}: noise multiplier {dp.noise_multiplier:.4f} for {config.rounds} "
+        f"rounds of {config.clients_per_round} of {len(data.train_client_ids)} clients at delta {dp.delta:.3g}")
+  training_process = build_training_process(config, model_fn, log=log, dp=dp,
+                                            num_train_clients=len(data.train_client_ids))
   evaluation_process = evaluation.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)
   run = training_loop.run_federated_training(
       training_process, evaluation_process, data, loop, config.run_dir, hparams,
       progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()),
-      round_warning=masked_sum.quantization_warning if config.aggregator == "secure" else None)
+      round_warning=masked_sum.quantization_warning if config.aggregator == "secure" else None,
+      round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids)) if dp is not None else None)
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
@@ -186,4 +248,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
                                 metrics=("eval/accuracy", "train/accuracy", "train/loss"),
                                 labels=[config.experiment_name], title=f"{data.name} NWP",
                                 baselines={"unigram baseline": unigram})
-  return ExperimentResult(config, run, data, unigram, plot_path)
+  privacy = None
+  if dp is not None:
+    privacy = epsilon_tracker(config, dp, len(data.train_client_ids))(run.rounds_completed)["privacy"]
+  return ExperimentResult(config, run, data, unigram, plot_path, dp, privacy)

@@ -114,7 +114,8 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
       puts its seeded initial weights into the initial state.
     config: the algorithm and optimizers.
     model_aggregator: None (TFF's weighted mean), a `tff.aggregators`
-      weighted factory, or an interactive one (`aggregation.SecureSumFactory`).
+      weighted factory, an unweighted one (DP: unweighted FedAvg), or an
+      interactive one (`aggregation.SecureSumFactory`).
     keep_state_on_worker: keep the server state on the TFF worker between
       rounds (`ResidentStateProcess`, or the interactive process's own); False
       sends it to Python and back every round, as calling a `tff.learning`
@@ -136,9 +137,8 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
                                        loop_implementation=loop, **options)
   else:
     client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
-    process = algorithms.build_weighted_fed_avg(model_fn, client_optimizer, server_optimizer,
-                                                model_aggregator=model_aggregator, loop_implementation=loop,
-                                                **options)
+    process = algorithms.build_fed_avg(model_fn, client_optimizer, server_optimizer,
+                                       model_aggregator=model_aggregator, loop_implementation=loop, **options)
   if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
     process = _WithInitialWeights(process, model_fn.initial_weights())
   if keep_state_on_worker and not is_interactive:

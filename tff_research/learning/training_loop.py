@@ -45,6 +45,10 @@ from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
 
 CHECKPOINT_PREFIX = "round_"
+# How a round's clients are drawn: "uniform" (k of N without replacement,
+# anew each round) or "shuffled_epochs" (the N clients in a shuffled order,
+# k a round, each at most once an epoch: DP-FTRL's tree assumes it).
+CLIENT_SAMPLINGS = ("uniform", "shuffled_epochs")
 # hparams that may change between a run and its resumption.
 RESUMABLE_KEYS = ("rounds", "eval_every", "verbose", "progress")
 
@@ -63,6 +67,7 @@ class LoopConfig:
   eval_batch_size: int = 64
   seed: int = 0
   keep_checkpoints: int = 3
+  client_sampling: str = "uniform"  # one of CLIENT_SAMPLINGS
 
   def __post_init__(self):
     for name in ("rounds", "clients_per_round", "eval_every", "eval_batch_size", "keep_checkpoints"):
@@ -70,6 +75,8 @@ class LoopConfig:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     if self.eval_clients < 0:
       raise ValueError(f"eval_clients must be 0 (all) or positive, got {self.eval_clients}")
+    if self.client_sampling not in CLIENT_SAMPLINGS:
+      raise ValueError(f"client_sampling {self.client_sampling!r} is not one of: {', '.join(CLIENT_SAMPLINGS)}")
 
 
 @dataclasses.dataclass
@@ -100,6 +107,21 @@ def sample_clients(client_ids: Sequence[str], num_clients: int, seed: int, round
     raise ValueError(f"clients_per_round={num_clients} is larger than the {len(client_ids)} train clients")
   rng = np.random.default_rng([seed, round_num])
   return [client_ids[i] for i in sorted(rng.choice(len(client_ids), num_clients, replace=False))]
+
+
+def rounds_per_epoch(num_clients: int, clients_per_round: int) -> int:
+  """Rounds of a shuffled epoch: floor(N / k) (the N mod k clients left over sit that epoch out)."""
+  return max(int(num_clients) // int(clients_per_round), 1)
+
+
+def sample_clients_in_epochs(client_ids: Sequence[str], num_clients: int, seed: int, round_num: int) -> list[str]:
+  """Round `round_num`'s k clients of a shuffled epoch, a pure function of (seed, epoch, round)."""
+  if num_clients > len(client_ids):
+    raise ValueError(f"clients_per_round={num_clients} is larger than the {len(client_ids)} train clients")
+  epoch, position = divmod(round_num - 1, rounds_per_epoch(len(client_ids), num_clients))
+  order = np.random.default_rng([seed, epoch, 0x65706f6368]).permutation(len(client_ids))
+  chosen = order[position * num_clients:(position + 1) * num_clients]
+  return [client_ids[i] for i in sorted(chosen)]
 
 
 def eval_client_ids(data: nwp.NWPData, config: LoopConfig) -> list[str]:
@@ -198,6 +220,7 @@ def run_federated_training(
     hparam_defaults: Optional[Mapping[str, Any]] = None,
     files: Optional[RunFiles] = None,
     round_warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None,
+    round_metrics: Optional[Callable[[int], dict[str, Any]]] = None,
 ) -> RunResult:
   """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
 
@@ -215,6 +238,8 @@ def run_federated_training(
     round_warning: `round_warning(record, round_num)` -> a line to show, or
       None; asked each round until it gives one (e.g. the secure sum's
       `masked_sum.quantization_warning`).
+    round_metrics: `round_metrics(round_num)` -> more groups of the round's
+      record (e.g. `{"privacy": {"epsilon": ...}}`, the accountant's).
 
   Returns:
     The rounds run, the final evaluation, each round's metrics and the final model weights.
@@ -229,8 +254,9 @@ def run_federated_training(
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
       progress and len(rounds)) else None
   try:
+    hooks = _Hooks(round_warning, round_metrics)
     state, history, final_eval = _train_rounds(training_process, state, data, config, rounds, files, evaluate,
-                                               round_warning, bar, log)
+                                               hooks, bar, log)
   finally:
     if bar is not None:
       bar.close()
@@ -255,15 +281,24 @@ def _restore(files: RunFiles, training_process, config: LoopConfig, log) -> tupl
   return state, resumed_from
 
 
+@dataclasses.dataclass(frozen=True)
+class _Hooks:
+  """What the caller adds to each round: a warning line, more metrics."""
+  warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None
+  metrics: Optional[Callable[[int], dict[str, Any]]] = None
+
+
 def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig, rounds: range, files: RunFiles,
-                  evaluate: _Evaluator, round_warning, bar, log):
+                  evaluate: _Evaluator, hooks: _Hooks, bar, log):
   """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last evaluation."""
   history: list[dict[str, float]] = []
   final_eval: dict[str, float] = {}
   warned = False
   for round_num in rounds:
     state, record = _train_round(training_process, state, data, config, round_num)
-    warned = warned or _warn(round_warning, record, round_num, bar, log)
+    if hooks.metrics is not None:
+      record.update(hooks.metrics(round_num))
+    warned = warned or _warn(hooks.warning, record, round_num, bar, log)
     if round_num % config.eval_every == 0 or round_num == config.rounds:
       final_eval = record["eval"] = evaluate(state)
     files.record(record, round_num, state)
@@ -274,7 +309,8 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
 def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int):
   """One round on its sampled clients; returns the new state and the round's record."""
   round_start = time.time()
-  client_ids = sample_clients(data.train_client_ids, config.clients_per_round, config.seed, round_num)
+  sample = sample_clients_in_epochs if config.client_sampling == "shuffled_epochs" else sample_clients
+  client_ids = sample(data.train_client_ids, config.clients_per_round, config.seed, round_num)
   datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
   output = training_process.next(state, datasets)
   record: dict[str, Any] = {"train": _finite(evaluation.train_metrics(output.metrics))}
@@ -344,6 +380,8 @@ def _postfix(flat: dict[str, float]) -> str:
   parts = [f"train loss {flat['train/loss']:.3f}", f"train acc {flat['train/accuracy']:.4f}"]
   if "eval/accuracy" in flat:
     parts.append(f"eval acc {flat['eval/accuracy']:.4f}")
+  if "privacy/epsilon" in flat:
+    parts.append(f"epsilon {flat['privacy/epsilon']:.3g}")
   return " ".join(parts)
 
 

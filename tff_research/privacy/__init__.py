@@ -1,0 +1,6 @@
+"""User-level differential privacy: its settings (`config`), its accounting (`accounting`), its aggregators.
+
+`config` and `accounting` are plain Python (dp_accounting, no TensorFlow);
+`aggregators` builds TFF's DP factories. Threat model and guarantees: the
+README's "Differential privacy" section.
+"""
