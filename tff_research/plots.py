@@ -24,15 +24,18 @@ def load_run(run_dir: str) -> list[dict[str, float]]:
 def plot_runs(run_dirs: Sequence[str], out_path: str, metrics: Sequence[str] = DEFAULT_METRICS,
               labels: Optional[Sequence[str]] = None, title: Optional[str] = None,
               baselines: Optional[dict[str, float]] = None) -> str:
-  """One panel per metric, one line per run; `baselines` draws horizontal reference lines."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  """One panel per metric, one line per run; `baselines` draws horizontal reference lines.
+
+  The figure is a plain `matplotlib.figure.Figure` written to `out_path`: no
+  pyplot, so the caller's backend (a notebook's inline one) is left alone.
+  """
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
   if labels is not None and len(labels) != len(run_dirs):
     raise ValueError(f"{len(labels)} labels given for {len(run_dirs)} runs")
   labels = list(labels) if labels else [os.path.basename(os.path.normpath(d)) for d in run_dirs]
   runs = [load_run(d) for d in run_dirs]
-  fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+  fig = figure.Figure(figsize=(5.5 * len(metrics), 4))
+  axes = fig.subplots(1, len(metrics), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
     for label, rows in zip(labels, runs):
       points = [(r["round"], r[metric]) for r in rows if metric in r]
@@ -51,7 +54,6 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, metrics: Sequence[str] = D
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   fig.savefig(out_path, dpi=110)
-  plt.close(fig)
   return out_path
 
 

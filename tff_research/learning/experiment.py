@@ -146,6 +146,9 @@ def _rounds_per_epoch(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_
   """DP-FTRL's tree length (0 for DP-FedAvg)."""
   if dp.mode != "ftrl":
     return 0
+  if num_train_clients < config.clients_per_round:
+    raise ValueError(f"--dp=ftrl needs the number of training clients (got {num_train_clients}) to cut its "
+                     f"epochs of {config.clients_per_round} clients a round")
   return training_loop.rounds_per_epoch(num_train_clients, config.clients_per_round)
 
 
