@@ -47,8 +47,6 @@ def aggregator_metrics(process_metrics) -> dict[str, dict[str, float]]:
   TFF's `MeanFactory` measures nothing (empty groups, left out); the secure
   sum's group is `secure`, its ideal functionality's `fixed_point`.
   """
-  groups = {}
-  for name, group in (process_metrics.get("aggregator") or {}).items():
-    if isinstance(group, Mapping) and group:
-      groups[name] = {k: float(v) for k, v in group.items() if np.ndim(v) == 0}
+  groups = {name: {k: float(v) for k, v in group.items() if np.ndim(v) == 0}
+            for name, group in (process_metrics.get("aggregator") or {}).items() if isinstance(group, Mapping)}
   return {name: group for name, group in groups.items() if group}
