@@ -4,6 +4,7 @@ r"""Secure vs plain FedAvg on the reference NWP model (preset "reference"): roun
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
   python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
   python -m benchmarks.secure_fedavg_nwp --secure_prg= --dp=central,ftrl --rounds=21   # DP against plain
+  python -m benchmarks.secure_fedavg_nwp --secure_prg=aes-ctr --dp=distributed --rounds=21  # against secure
 
 Builds the reference preset's training process once with TFF's weighted mean and
 once per mask PRG in `--secure_prg` with `--aggregator=secure` (the degree and
@@ -16,7 +17,7 @@ Prints, per secure process, the median steady round (rounds 2..R), the
 median over those rounds of secure / plain for the same round
 (`secure_round_time_ratio[<prg>]`), the final federated test accuracy and
 loss, the clipped count, and the worker's CPU seconds per steady round
-(`secure_extra_worker_cpu_s`: the masks' share of it is zero for AES-CTR,
+(`extra_worker_cpu_s`: the masks' share of it is zero for AES-CTR,
 expanded in Python, so the Python process's CPU is printed too).
 """
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _parse(argv):
   parser.add_argument("--secure_bits", type=int, default=0, help="0 = the package's choice (quantization.choose_bits)")
   parser.add_argument("--secure_prg", default="aes-ctr,philox", help="comma-separated mask PRGs to compare")
   parser.add_argument("--secure_clip", type=float, default=None)
-  parser.add_argument("--dp", default="", help="comma-separated --dp modes to compare too (central, ftrl)")
+  parser.add_argument("--dp", default="", help="comma-separated --dp modes to compare too (central, ftrl against "
+                      "plain; distributed against the AES-CTR secure sum, which --secure_prg must include)")
   parser.add_argument("--data_dir", default=None)
   return parser.parse_args(argv)
 
@@ -58,6 +60,8 @@ def _configs(args):
   for mode in filter(None, args.dp.split(",")):
     # Server SGD at lr 1 for DP-FTRL (FTRL's server step); the clip is the update norms' median here.
     changes = dict(server_optimizer="sgd", server_learning_rate=1.0) if mode == "ftrl" else {}
+    if mode == "distributed":  # the noise under the masks: the same secure sum, mod 2^20 after the encoder
+      changes = dict(aggregator="secure", secure_neighbors=args.secure_neighbors, secure_bits=0, secure_prg="aes-ctr")
     configs[f"dp-{mode}"] = dataclasses.replace(base, dp=mode, dp_noise_multiplier=1.0, dp_clip=1.0, **changes)
   for config in configs.values():
     config.validate()
@@ -73,7 +77,7 @@ def _train_side_by_side(base, configs, data):
   loop = experiment.loop_config(base)
   model_fn = experiment.build_model_fn(base, data)
   clients = len(data.train_client_ids)
-  processes = {name: experiment.build_training_process(c, model_fn, dp=experiment.resolve_dp(c, clients),
+  processes = {name: experiment.build_training_process(c, model_fn, dp=experiment.resolve_dp(c, clients, model_fn),
                                                        num_train_clients=clients)
                for name, c in configs.items()}
   states = {name: p.initialize() for name, p in processes.items()}
@@ -92,7 +96,9 @@ def _train_side_by_side(base, configs, data):
       timing["worker_cpu"][name].append(workers.worker_cpu_seconds() - start_cpu)
       timing["python_cpu"][name].append(time.process_time() - start_py)
       timing["position"][name].append(position)
-      metrics = evaluation.aggregator_metrics(output.metrics).get("secure", {})
+      groups = evaluation.aggregator_metrics(output.metrics)
+      metrics = groups.get("secure", {})
+      secure[name].update({f"dp_{k}": v for k, v in groups.get("dp", {}).items()})
       secure[name]["clipped"] = secure[name].get("clipped", 0.0) + metrics.get("clipped", 0.0)
       secure[name].update({k: metrics[k] for k in ("upload_bytes_per_client", "bits", "neighbors", "threshold")
                            if k in metrics})
@@ -129,14 +135,20 @@ def _report(args, base, timing, secure, final):
     for name in names:
       print(f"{name}_{key}_s=" + ",".join(f"{t:.2f}" for t in timing[key][name]))
   for name in names[1:]:
-    cpu = {key: statistics.median(pairing.steady([s - p for s, p in zip(timing[key][name], timing[key]["plain"])]))
+    # Distributed DP's cost is the encoder's: against the same secure sum without it.
+    ref = "aes-ctr" if name == "dp-distributed" else "plain"
+    cpu = {key: statistics.median(pairing.steady([s - p for s, p in zip(timing[key][name], timing[key][ref])]))
            for key in ("worker_cpu", "python_cpu")}
-    print(f"[{name}] secure_extra_worker_cpu_s={cpu['worker_cpu']:.2f} "
-          f"secure_extra_python_cpu_s={cpu['python_cpu']:.2f} "
-          f"accuracy_difference_points={100 * (final[name]['accuracy'] - final['plain']['accuracy']):+.3f}")
-    first = [s < p for s, p in zip(timing["position"][name], timing["position"]["plain"])]
+    print(f"[{name} vs {ref}] extra_worker_cpu_s={cpu['worker_cpu']:.2f} "
+          f"extra_python_cpu_s={cpu['python_cpu']:.2f} "
+          f"accuracy_difference_points={100 * (final[name]['accuracy'] - final[ref]['accuracy']):+.3f}")
+    if "dp_scale" in secure[name]:
+      s = secure[name]
+      print(f"[{name}] scale {s['dp_scale']:.4g}, bits {s['dp_bits']:.0f}, padded dim {s['dp_padded_dim']:,.0f}, "
+            f"survivors {s['dp_clients']:.0f} of n_min {s['dp_min_clients']:.0f}")
+    first = [s < p for s, p in zip(timing["position"][name], timing["position"][ref])]
     label = "dp_round_time_ratio" if name.startswith("dp-") else "secure_round_time_ratio"
-    print("\n".join(pairing.paired_summary(f"{label}[{name}]", wall[name], wall["plain"], went_first=first)))
+    print("\n".join(pairing.paired_summary(f"{label}[{name}]", wall[name], wall[ref], went_first=first)))
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ Each command runs as a subprocess carrying a unique marker in its environment;
 any `worker_binary` it started inherits the marker, so leftovers are found
 even after they were re-parented to init.
 """
+import math
 import os
 import signal
 import subprocess
@@ -75,6 +76,16 @@ def test_smoke_run_prints_final_accuracy_and_leaves_no_worker(train_cmd):
   assert [r["round"] for r in rows] == [1, 2]
   assert os.path.isfile(os.path.join(train_cmd.output_dir, "cli", "learning_curve.png"))
   assert "Traceback" not in err
+  # The line names the clients evaluated (the smoke preset's sample of 4) out of those that exist, and says
+  # where the model stands against the unigram baseline (2 rounds of a tiny model: not above it yet).
+  final = next(line for line in out.splitlines() if line.startswith("Final test accuracy"))
+  accuracy, unigram = (float(part.split(":")[-1].split()[0]) for part in final.split("   ")[:2])
+  assert " on 4 of " in final and "Finished 2 rounds (2 trained now)" in out
+  assert ("has not learned yet" in final) == (accuracy <= unigram)
+  assert ("x the unigram baseline" in final) == (accuracy > unigram)
+  code, out, err = _finish(train_cmd("--experiment_name=cli"))  # the same command again: nothing to train
+  assert code == 0, err[-2000:]
+  assert "Already finished: 2 rounds, nothing left to train" in out and "Final test accuracy" in out
   _assert_no_workers(train_cmd.marker)
 
 
@@ -96,6 +107,18 @@ def test_secure_fed_sgd_runs_from_the_command_line(train_cmd):
   assert "Final test accuracy" in out and "Traceback" not in err
 
 
+def test_distributed_dp_runs_from_the_command_line(train_cmd):
+  """--dp=distributed over --aggregator=secure: the noisy masked sum, epsilon and the survivors every round."""
+  code, out, err = _finish(train_cmd("--experiment_name=dp_distributed", "--aggregator=secure", "--dp=distributed",
+                                     "--clients_per_round=5", "--dp_noise_multiplier=0.5"))
+  assert code == 0, err[-2000:]
+  rows = training_loop.read_metrics_csv(os.path.join(train_cmd.output_dir, "dp_distributed", "metrics.csv"))
+  assert [r["round"] for r in rows] == [1, 2]
+  assert all(r["dp/clients"] == 5 and r["dp/bits"] == 20 and r["secure/clients"] == 5 for r in rows)
+  assert 0 < rows[0]["privacy/epsilon"] < rows[1]["privacy/epsilon"] < math.inf
+  assert "epsilon" in out and "Final test accuracy" in out and "Traceback" not in err
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--server_optimizer=foo"], "server_optimizer"),
@@ -112,6 +135,15 @@ def test_secure_fed_sgd_runs_from_the_command_line(train_cmd):
      "--target_epsilon: target epsilon 0.001 cannot be met in 2 rounds of 1000"),
     (["--dp=laplace"], "--dp='laplace' is not one of: none, central, ftrl"),
     (["--dp=ftrl", "--server_optimizer=adam"], "--dp=ftrl is FTRL: the server optimizer is one of sgd, sgdm"),
+    (["--dp=distributed"], "--dp=distributed adds each client's noise under the secure sum's masks: it needs "
+     "--aggregator=secure"),
+    (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--secure_bits=6"],
+     "--dp=distributed: bits=6 are too few for 4 clients"),
+    (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_adaptive_clip"],
+     "dp_adaptive_clip applies to --dp=central"),
+    (["--dp_mechanism=skellam"], "--dp_mechanism='skellam' is not one of: ddgauss"),
+    (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_beta=1.5"],
+     "dp_beta must be in [0, 1), got 1.5"),
 ])
 def test_bad_input_is_one_clear_line(train_cmd, flags, message):
   code, _, err = _finish(train_cmd("--experiment_name=bad", *flags))

@@ -96,6 +96,9 @@ class InteractiveAggregationProcess(abc.ABC):
 
 class InteractiveAggregationFactory(abc.ABC):
   """Creates an `InteractiveAggregationProcess` for a value type, as `tff.aggregators` factories do."""
+  # True: only unweighted processes (a sum; one client, one vote), which a
+  # learning process averages over the clients counted (distributed DP).
+  unweighted: bool = False
 
   @abc.abstractmethod
   def create(self, value_type: Any, weight_type: Optional[Any] = None) -> InteractiveAggregationProcess:
@@ -105,3 +108,43 @@ class InteractiveAggregationFactory(abc.ABC):
 def is_interactive(aggregator: Any) -> bool:
   """Whether `aggregator` (a factory or a process) is of this module's kind, not one of `tff.aggregators`."""
   return isinstance(aggregator, (InteractiveAggregationFactory, InteractiveAggregationProcess))
+
+
+def run_round(process: InteractiveAggregationProcess, state: Any, values: Sequence[Any], round_num: int,
+              dropped: Sequence[int] = (), weights: Optional[Sequence[Any]] = None, attempt: int = 0) -> Any:
+  """One round of `process` on the Python values of its clients, every step in order (module docstring).
+
+  For code that runs an aggregation on its own (notebooks, tests); the
+  learning processes have their own loop (`learning.composers`).
+
+  Args:
+    process: the process.
+    state: its state (`process.initialize()` or the previous round's).
+    values: one value per client of the round.
+    round_num: the round.
+    dropped: indices of clients that drop after the setup.
+    weights: one weight per client, for a weighted process.
+    attempt: which try of the round this is.
+
+  Returns:
+    The server stage's `MeasuredProcessOutput` with the protocol's
+    measurements (`measurements`) in place of the server stage's, or
+    `Refused`.
+  """
+  plan = process.start_round(len(values), round_num, dropped, attempt)
+  if isinstance(plan, Refused):
+    return plan
+  try:
+    survivors = [values[u] for u in plan.survivors]
+    materials = process.client_materials(plan)
+    if process.is_weighted:
+      partial = process.client_stage(state, survivors, [weights[u] for u in plan.survivors], materials)
+    else:
+      partial = process.client_stage(state, survivors, materials)
+    correction = process.correction(plan, int(partial["clients"]))
+    if isinstance(correction, Refused):
+      return correction
+    out = process.server_stage(state, partial["masked_sum"], partial["clients"], correction)
+  finally:
+    process.release()
+  return type(out)(state=out.state, result=out.result, measurements=process.measurements(plan, out.measurements))

@@ -43,6 +43,7 @@ claim with the test that attacks it).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -234,8 +235,20 @@ class SecureSumFactory(interactive.InteractiveAggregationFactory):
     return MaskedSumProcess(value_type, weight_type, self)
 
   def build_quantizer(self, value_type: Any, weighted: bool) -> quantization.Quantizer:
-    carried = weighted_value_type(value_type) if weighted else value_type
-    return quantization.Quantizer(carried, self.num_clients, self.config, track_error=weighted)
+    """The quantizer of what the encoders make of `value_type` (mod 2^b where they wrap their output)."""
+    encoded = encoders_lib.encoded_type(self.encoders, tff.types.to_type(value_type))
+    bits = encoders_lib.modular_bits(self.encoders)
+    if bits is None:
+      carried = weighted_value_type(encoded) if weighted else encoded
+      return quantization.Quantizer(carried, self.num_clients, self.config, track_error=weighted)
+    if weighted:
+      raise ValueError("encoders that wrap their output mod 2^b (distributed DP) make an unweighted sum: "
+                       "create(value_type) without a weight type")
+    if self.config.bits not in (0, bits):
+      raise ValueError(f"the encoders wrap their output mod 2^{bits}, but the secure sum is set to {self.config.bits} "
+                       "bits: leave its bits at 0 or set the same")
+    return quantization.Quantizer(encoded, self.num_clients, dataclasses.replace(self.config, bits=bits),
+                                  modular=True)
 
 
 class MaskedSumProcess(interactive.InteractiveAggregationProcess):

@@ -134,10 +134,15 @@ class Quantizer:
       server can state how far quantization moved the sum
       (`checked_unmask_decode_and_error`); off, the layout is the value and
       the clipped counter only.
+    modular: integer leaves are residues mod 2^b, summed mod 2^b and
+      decoded into [-2^(b-1), 2^(b-1)) (the modular sum distributed DP needs:
+      a wrapped sum is still the sum of the noisy values mod 2^b); they are
+      not clipped, their overflow bound is not checked and nothing is packed.
   """
 
   def __init__(self, value_type: Any, num_clients: int, config: config_lib.SecureSumConfig,
-               track_error: bool = False):
+               track_error: bool = False, modular: bool = False):
+    self.modular = bool(modular)
     self.value_type = tff.types.to_type(value_type)
     self.template = tff.types.structure_from_tensor_type_tree(lambda t: t, self.value_type)
     self.leaves = tf.nest.flatten(self.template)
@@ -181,7 +186,8 @@ class Quantizer:
     # b <= PACK_MAX_BITS: floor(64 / b) coordinates share each masked 64-bit
     # word (see module docstring), so a client expands fewer mask bits per
     # coordinate (64 / 3 at b = 21 instead of 32).
-    self.lanes = 64 // self.bits if self.bits <= PACK_MAX_BITS else 1
+    # Residues mod 2^b fill whole lanes, so packed lanes would carry into each other.
+    self.lanes = 64 // self.bits if self.bits <= PACK_MAX_BITS and not self.modular else 1
     self.word_dtype = tf.uint64 if self.lanes > 1 else tf.uint32
     words = -(-self.payload_dim // self.lanes)
     # 13 <= b <= 16: four 16-bit lanes, word j holding coordinates 4j..4j+3:
@@ -217,7 +223,7 @@ class Quantizer:
       raise ValueError(
           f"overflow: n * (c * s + 1) = {n} * ({self.clip} * {self.scale} + 1) exceeds 2^(b-1) - 1 = "
           f"{limit} for bits={self.bits}; use more bits, a smaller clip or scale, or fewer clients")
-    if has_int and n * self.int_clip > limit:
+    if has_int and not self.modular and n * self.int_clip > limit:
       raise ValueError(f"overflow: n * int_clip = {n} * {self.int_clip} exceeds 2^(b-1) - 1 = {limit} "
                        f"for bits={self.bits}")
     levels = 2 * self.clip * self.scale
@@ -266,6 +272,8 @@ class Quantizer:
           q, out, error = self._quantize_float64(x if multiplier is None else x * tf.cast(multiplier, x.dtype),
                                                  seed)
         errors.append(error)
+      elif self.modular:  # already a residue mod 2^b: summed as it is, never clipped
+        q, out = tf.cast(tf.cast(x, tf.int64), tf.uint32), tf.constant(0, tf.int64)
       else:
         x = tf.cast(x, tf.int64)
         out = tf.reduce_sum(tf.cast(tf.abs(x) > self.int_clip, tf.int64))

@@ -53,12 +53,12 @@ def build_sum_computations(process: masked_sum.MaskedSumProcess) -> SumComputati
   q, masks = process.quantizer, process.masks
   client_type = masks.client_material_type()
 
-  @tff.tensorflow.computation(q.value_type, client_type)
+  @tff.tensorflow.computation(process.value_type, client_type)
   def client_encode(value, material):
     return q.encode(encoders_lib.encode_all(process.encoders, value, material["rounding_seed"]),
                     material["rounding_seed"])
 
-  values_type = tff.FederatedType(q.value_type, tff.CLIENTS)
+  values_type = tff.FederatedType(process.value_type, tff.CLIENTS)
   materials_type = tff.FederatedType(client_type, tff.CLIENTS)
 
   @tff.federated_computation(values_type, materials_type)

@@ -13,8 +13,10 @@
 
 `build_fed_avg` picks the weighting by type too: an
 `UnweightedAggregationFactory` (TFF's differentially private factories:
-one client, one vote) gives TFF's unweighted FedAvg, anything else the
-weighted one. `interactive_options` (`dropouts`, `keep_state_on_worker`,
+one client, one vote) gives TFF's unweighted FedAvg, an interactive factory
+marked `unweighted` (distributed DP, `privacy.distributed`) the same
+composed around it (the composer divides its sum by the clients counted),
+anything else the weighted one. `interactive_options` (`dropouts`, `keep_state_on_worker`,
 `max_attempts`, `log`) go to `composers.InteractiveLearningProcess`.
 """
 from __future__ import annotations
@@ -50,7 +52,10 @@ def _check_options(model_aggregator, interactive_options) -> bool:
 def _compose(model_fn, client_work, server_optimizer_fn, model_aggregator, interactive_options):
   initial_weights = _initial_weights_fn(model_fn)
   weights_type = initial_weights.type_signature.result
-  aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
+  if getattr(model_aggregator, "unweighted", False):
+    aggregator = model_aggregator.create(weights_type.trainable)
+  else:
+    aggregator = model_aggregator.create(weights_type.trainable, tff.TensorType(np.float32))
   return composers.compose_learning_process(
       initial_weights, tff.learning.templates.build_broadcast_process(weights_type), client_work, aggregator,
       tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer_fn, weights_type),
@@ -103,7 +108,12 @@ def build_fed_sgd(model_fn: Callable[[], Any], server_optimizer_fn, *, model_agg
 def build_fed_avg(model_fn: Callable[[], Any], client_optimizer_fn, server_optimizer_fn, *,
                   model_aggregator: Optional[Any] = None,
                   loop_implementation: tff.learning.LoopImplementation = _ITERATOR, **interactive_options: Any):
-  """FedAvg, unweighted for an `UnweightedAggregationFactory` (DP), else `build_weighted_fed_avg`."""
+  """FedAvg, unweighted for an unweighted factory (DP: TFF's, or distributed DP's interactive one), else weighted."""
+  if getattr(model_aggregator, "unweighted", False):  # an interactive sum: the composer takes its mean
+    client_work = tff.learning.templates.build_model_delta_client_work(
+        model_fn, client_optimizer_fn, client_weighting=tff.learning.ClientWeighting.UNIFORM,
+        loop_implementation=loop_implementation)
+    return _compose(model_fn, client_work, server_optimizer_fn, model_aggregator, interactive_options)
   if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
     _check_options(model_aggregator, interactive_options)
     return tff.learning.algorithms.build_unweighted_fed_avg(

@@ -31,6 +31,8 @@ import collections
 import logging
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.aggregation import interactive
@@ -51,7 +53,9 @@ def compose_learning_process(initial_model_weights_fn, model_weights_distributor
     model_weights_distributor: a `tff.learning.templates.DistributionProcess`.
     client_work: a `tff.learning.templates.ClientWorkProcess`.
     model_update_aggregator: a `tff.templates.AggregationProcess`, or an
-      `interactive.InteractiveAggregationProcess` (weighted).
+      `interactive.InteractiveAggregationProcess`: weighted (its result is
+      the mean), or unweighted (a sum, which the server round divides by
+      the clients counted: TFF's `UnweightedMeanFactory` around a sum).
     model_finalizer: a `tff.learning.templates.FinalizerProcess`.
     **interactive_options: `InteractiveLearningProcess`'s keyword arguments
       (`dropouts`, `keep_state_on_worker`, `max_attempts`, `log`); refused
@@ -66,8 +70,6 @@ def compose_learning_process(initial_model_weights_fn, model_weights_distributor
     return tff.learning.templates.compose_learning_process(
         initial_model_weights_fn, model_weights_distributor, client_work, model_update_aggregator,
         model_finalizer)
-  if not model_update_aggregator.is_weighted:
-    raise ValueError("a learning process needs a weighted interactive aggregator: create(value_type, weight_type)")
   return InteractiveLearningProcess(initial_model_weights_fn, model_weights_distributor, client_work,
                                     model_update_aggregator, model_finalizer, **interactive_options)
 
@@ -84,14 +86,17 @@ def _build_initialize(initial_weights, distributor, client_work, aggregator, fin
 
 def _build_client_round(distributor, client_work, aggregator, state_type):
   data_type = client_work.next.type_signature.parameter[2]
-  material_type = aggregator.client_stage.type_signature.parameter[3]
+  material_type = aggregator.client_stage.type_signature.parameter[3 if aggregator.is_weighted else 2]
 
   @tff.federated_computation(state_type, data_type, material_type)
   def client_round(state, data, material):
     dist_out = distributor.next(state.distributor, state.global_model_weights)
     work_out = client_work.next(state.client_work, dist_out.result, data)
-    partial = aggregator.client_stage(state.aggregator, work_out.result.update, work_out.result.update_weight,
-                                      material)
+    if aggregator.is_weighted:
+      partial = aggregator.client_stage(state.aggregator, work_out.result.update, work_out.result.update_weight,
+                                        material)
+    else:
+      partial = aggregator.client_stage(state.aggregator, work_out.result.update, material)
     carried = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
         state.global_model_weights, dist_out.state, work_out.state, state.aggregator, state.finalizer))
     return collections.OrderedDict(state=carried, masked_sum=partial.masked_sum, clients=partial.clients,
@@ -103,15 +108,26 @@ def _build_server_round(aggregator, finalizer, state_type):
   parameter = aggregator.server_stage.type_signature.parameter
   partial_type, clients_type, correction_type = parameter[1], parameter[2], parameter[3]
 
+  mean = None if aggregator.is_weighted else _mean_of_sum(aggregator.server_stage.type_signature.result.result.member)
+
   @tff.federated_computation(state_type, partial_type, clients_type, correction_type)
   def server_round(state, partial, clients, correction):
     agg_out = aggregator.server_stage(state.aggregator, partial, clients, correction)
-    fin_out = finalizer.next(state.finalizer, state.global_model_weights, agg_out.result)
+    update = agg_out.result if mean is None else tff.federated_map(mean, tff.federated_zip((agg_out.result, clients)))
+    fin_out = finalizer.next(state.finalizer, state.global_model_weights, update)
     new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
         fin_out.result, state.distributor, state.client_work, agg_out.state, fin_out.state))
     return collections.OrderedDict(state=new_state, finalizer=fin_out.measurements,
                                    aggregator=agg_out.measurements)
   return server_round
+
+
+def _mean_of_sum(sum_type):
+  """sum / clients, leaf by leaf (the unweighted mean of an unweighted interactive aggregator's sum)."""
+  @tff.tensorflow.computation(sum_type, np.int32)
+  def mean(total, clients):
+    return tf.nest.map_structure(lambda x: tf.math.divide_no_nan(x, tf.cast(clients, x.dtype)), total)
+  return mean
 
 
 def _plain_call(comp, *args, keep=(), meta=None, chain_step=1):

@@ -128,8 +128,14 @@ class ExperimentConfig:
   dp: str = dp_setting("mode", "none; central: user-level DP-FedAvg (McMahan et al. 2018), each client's update "
                        "clipped to L2 norm --dp_clip and Gaussian noise of stddev --dp_noise_multiplier x clip on "
                        "the sum, unweighted mean; ftrl: DP-FTRL (Kairouz et al. 2021), the same clip with tree "
-                       "noise, clients in shuffled epochs, server sgd or sgdm; epsilon every round in metrics.csv "
-                       "(privacy/epsilon)", dp_config_lib.MODES)
+                       "noise, clients in shuffled epochs, server sgd or sgdm; distributed: the same clip, each "
+                       "client adds its share of discrete Gaussian noise before the secure sum masks it (needs "
+                       "--aggregator=secure; --secure_bits is the modulus 2^b, 0 = 20); epsilon every round in "
+                       "metrics.csv (privacy/epsilon)", dp_config_lib.MODES)
+  dp_mechanism: str = dp_setting("mechanism", "--dp=distributed: ddgauss (the distributed discrete Gaussian, "
+                                 "Kairouz, Liu and Steinke 2021)", dp_config_lib.MECHANISMS)
+  dp_beta: float = dp_setting("beta", "--dp=distributed: conditional rounding's bias in [0, 1) (the rounded "
+                              "norm's bound holds with probability 1 - beta; 0 = plain stochastic rounding)")
   dp_noise_multiplier: float = dp_setting("noise_multiplier", "noise stddev over the clip (ignored with "
                                           "--target_epsilon)")
   dp_clip: float = dp_setting("clip", "L2 norm each client's model update is clipped to (the initial clip with "
@@ -237,9 +243,12 @@ class ExperimentConfig:
       raise ValueError(f"--{e}") from None
     if not dp.enabled:
       return
-    if self.aggregator == "secure":
+    if self.dp == "distributed" and self.aggregator != "secure":
+      raise ValueError("--dp=distributed adds each client's noise under the secure sum's masks: it needs "
+                       "--aggregator=secure (--dp=central adds the noise at the server instead)")
+    if self.dp != "distributed" and self.aggregator == "secure":
       raise ValueError(f"--dp={self.dp} adds the noise at the server after a plain sum (TFF's DP factory); it "
-                       "does not run with --aggregator=secure")
+                       "does not run with --aggregator=secure (--dp=distributed does)")
     if self.algorithm != "fedavg":
       raise ValueError(f"--dp={self.dp} clips and averages client updates (DP-FedAvg, DP-FTRL): it needs "
                        "--algorithm=fedavg")
@@ -255,7 +264,8 @@ class ExperimentConfig:
     """The run's `privacy.DpConfig` as given (`--target_epsilon` is resolved when the data is loaded)."""
     return dp_config_lib.DpConfig(
         mode=self.dp, noise_multiplier=self.dp_noise_multiplier, clip=self.dp_clip,
-        adaptive_clip=self.dp_adaptive_clip, delta=self.dp_delta, target_epsilon=self.target_epsilon)
+        adaptive_clip=self.dp_adaptive_clip, delta=self.dp_delta, target_epsilon=self.target_epsilon,
+        mechanism=self.dp_mechanism, beta=self.dp_beta)
 
   def secure_sum_config(self) -> secure_config_lib.SecureSumConfig:
     """The run's `aggregation.SecureSumConfig` (plain data; it checks every value)."""

@@ -23,6 +23,8 @@ from tff_research.models import nwp as nwp_models
 from tff_research.privacy import accounting as dp_accounting_lib
 from tff_research.privacy import aggregators as dp_aggregators
 from tff_research.privacy import config as dp_config_lib
+from tff_research.privacy import ddgauss_accounting
+from tff_research.privacy import distributed
 
 VOCAB_FILE = "vocab.json"
 
@@ -113,8 +115,14 @@ def loop_config(config: ExperimentConfig) -> training_loop.LoopConfig:
       client_sampling="shuffled_epochs" if config.dp == "ftrl" else "uniform")
 
 
-def resolve_dp(config: ExperimentConfig, num_train_clients: int) -> Optional[dp_config_lib.DpConfig]:
+def resolve_dp(config: ExperimentConfig, num_train_clients: int,
+               model_fn: Optional[model_fn_lib.ModelFn] = None) -> Optional[dp_config_lib.DpConfig]:
   """The run's DP settings with delta and (for `--target_epsilon`) the noise multiplier resolved; None if off.
+
+  Args:
+    config: the run's settings.
+    num_train_clients: N, the clients a round samples from.
+    model_fn: the run's model (`--dp=distributed` calibrates for its number of coordinates).
 
   Raises:
     ValueError: one line, for a target epsilon the rounds cannot meet.
@@ -124,22 +132,86 @@ def resolve_dp(config: ExperimentConfig, num_train_clients: int) -> Optional[dp_
     return None
   delta = dp.resolved_delta(num_train_clients)
   noise_multiplier = dp.noise_multiplier
+  if dp.mode == "distributed":
+    if model_fn is None:
+      raise ValueError("--dp=distributed calibrates for the model's coordinates: pass model_fn")
+    given = distributed_parameters(config, dp, model_fn)  # bits too few fail here, before any search
   if dp.target_epsilon:
     try:
-      noise_multiplier = dp_accounting_lib.calibrate_noise_multiplier(
-          dp.target_epsilon, rounds=config.rounds, num_clients=num_train_clients,
-          clients_per_round=config.clients_per_round, delta=delta,
-          rounds_per_epoch=_rounds_per_epoch(config, dp, num_train_clients))
+      if dp.mode == "distributed":
+        noise_multiplier = _calibrate_distributed(config, dp, num_train_clients, given, delta)
+      else:
+        noise_multiplier = dp_accounting_lib.calibrate_noise_multiplier(
+            dp.target_epsilon, rounds=config.rounds, num_clients=num_train_clients,
+            clients_per_round=config.clients_per_round, delta=delta,
+            rounds_per_epoch=_rounds_per_epoch(config, dp, num_train_clients))
     except ValueError as e:
       raise ValueError(f"--target_epsilon: {e}") from None
-  return dataclasses.replace(dp, noise_multiplier=noise_multiplier, delta=delta)
+  resolved = dataclasses.replace(dp, noise_multiplier=noise_multiplier, delta=delta)
+  if dp.mode == "distributed" and dp.target_epsilon:
+    distributed_parameters(config, resolved, model_fn)  # the calibrated noise leaves a coarser scale
+  return resolved
 
 
-def epsilon_tracker(config: ExperimentConfig, dp: dp_config_lib.DpConfig,
-                    num_train_clients: int) -> dp_accounting_lib.EpsilonTracker:
-  """Epsilon after each round of the run (the loop's `round_metrics`)."""
+def distributed_bits(config: ExperimentConfig) -> int:
+  """b of `--dp=distributed`'s modular sum: `--secure_bits`, or the default for 0."""
+  return config.secure_bits or dp_config_lib.DEFAULT_DISTRIBUTED_BITS
+
+
+def distributed_parameters(config: ExperimentConfig, dp: dp_config_lib.DpConfig,
+                           model_fn: model_fn_lib.ModelFn) -> distributed.DdgaussParameters:
+  """The scale, noise and padded dimension `--dp=distributed` uses for this model.
+
+  Raises:
+    ValueError: one line, where `--secure_bits` are too few for it.
+  """
+  dim = sum(int(weight.size) for weight in model_fn.initial_weights().trainable)
+  try:
+    min_clients = distributed.min_survivors(config.clients_per_round, config.secure_sum_config())
+    return distributed.ddgauss_parameters(dp, dim, config.clients_per_round, min_clients, distributed_bits(config))
+  except ValueError as e:
+    raise ValueError(f"--dp=distributed: {e}") from None
+
+
+def _calibrate_distributed(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_train_clients: int,
+                           given: distributed.DdgaussParameters, delta: float) -> float:
+  """The noise multiplier whose DDGauss epsilon, every round at the fewest survivors, meets the target."""
+  at_target, min_clients = given, given.min_clients
+
+  def scale_fn(noise_multiplier: float) -> float:
+    local = noise_multiplier * dp.clip / min_clients**0.5
+    return distributed.choose_scale(local, dp.clip, at_target.bits, config.clients_per_round, at_target.padded_dim)
+
+  return ddgauss_accounting.calibrate_noise_multiplier(
+      dp.target_epsilon, rounds=config.rounds, l2_clip=dp.clip, scale_fn=scale_fn, beta=dp.beta,
+      dim=at_target.padded_dim, min_clients=min_clients, num_clients=num_train_clients,
+      clients_per_round=config.clients_per_round, delta=delta)
+
+
+def epsilon_tracker(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_train_clients: int,
+                    model_fn: Optional[model_fn_lib.ModelFn] = None):
+  """Epsilon after each round of the run (the loop's `round_metrics`).
+
+  `--dp=distributed` counts each round with its survivors, those of rounds
+  before a resume read from the run's metrics.csv (`model_fn` needed).
+  """
+  if dp.mode == "distributed":
+    if model_fn is None:
+      raise ValueError("--dp=distributed accounts for the model's coordinates: pass model_fn")
+    template = distributed_parameters(config, dp, model_fn).accounted_round(num_train_clients)
+    return ddgauss_accounting.DdgaussEpsilonTracker(template, dp.delta, dp.noise_multiplier,
+                                                    _recorded_survivors(config.run_dir))
   return dp_accounting_lib.EpsilonTracker(dp.noise_multiplier, num_train_clients, config.clients_per_round, dp.delta,
                                           _rounds_per_epoch(config, dp, num_train_clients))
+
+
+def _recorded_survivors(run_dir: str) -> dict[int, int]:
+  """round -> clients summed, from metrics.csv's `dp/clients` (empty for a new run)."""
+  path = os.path.join(run_dir, "metrics.csv")
+  if not os.path.isfile(path):
+    return {}
+  key = f"{distributed.MEASUREMENTS_GROUP}/clients"
+  return {int(row["round"]): int(row[key]) for row in training_loop.read_metrics_csv(path) if key in row}
 
 
 def _rounds_per_epoch(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_train_clients: int) -> int:
@@ -154,7 +226,8 @@ def _rounds_per_epoch(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_
 
 def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None,
                            dp: Optional[dp_config_lib.DpConfig] = None, num_train_clients: int = 0):
-  """None (TFF's weighted mean), TFF's DP mean (`--dp=central`), or the secure sum (`--aggregator=secure`).
+  """None (TFF's weighted mean), TFF's DP mean (`--dp=central`, `ftrl`), the secure sum (`--aggregator=secure`),
+  or the secure sum with each client's discrete Gaussian noise (`--dp=distributed`).
 
   Args:
     config: the run's aggregator settings.
@@ -164,6 +237,13 @@ def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None,
     dp: the resolved DP settings (`resolve_dp`), None without DP.
     num_train_clients: with DP-FTRL, N (its tree restarts every N // k rounds).
   """
+  if dp is not None and dp.mode == "distributed":
+    try:
+      secure = dataclasses.replace(config.secure_sum_config(), bits=0)  # b is the modulus, the encoder's
+      return distributed.DistributedDpFactory(dp, secure, config.clients_per_round, distributed_bits(config),
+                                              rounding_randomness=rounding_randomness)
+    except ValueError as e:
+      raise ValueError(f"--dp=distributed: {e}") from None
   if dp is not None:
     try:
       return dp_aggregators.build_dp_aggregator(
@@ -226,7 +306,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
   model_fn = build_model_fn(config, data)
-  dp = resolve_dp(config, len(data.train_client_ids))
+  dp = resolve_dp(config, len(data.train_client_ids), model_fn)
   if dp is not None and dp.target_epsilon:
     log(f"--target_epsilon={dp.target_epsilon:g}: noise multiplier {dp.noise_multiplier:.4f} for {config.rounds} "
         f"rounds of {config.clients_per_round} of {len(data.train_client_ids)} clients at delta {dp.delta:.3g}")
@@ -238,7 +318,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
       training_process, evaluation_process, data, loop, config.run_dir, hparams,
       progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()),
       round_warning=masked_sum.quantization_warning if config.aggregator == "secure" else None,
-      round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids)) if dp is not None else None)
+      round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids), model_fn) if dp is not None else None)
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
@@ -253,5 +333,5 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
                                 baselines={"unigram baseline": unigram})
   privacy = None
   if dp is not None:
-    privacy = epsilon_tracker(config, dp, len(data.train_client_ids))(run.rounds_completed)["privacy"]
+    privacy = epsilon_tracker(config, dp, len(data.train_client_ids), model_fn)(run.rounds_completed)["privacy"]
   return ExperimentResult(config, run, data, unigram, plot_path, dp, privacy)

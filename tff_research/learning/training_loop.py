@@ -220,7 +220,7 @@ def run_federated_training(
     hparam_defaults: Optional[Mapping[str, Any]] = None,
     files: Optional[RunFiles] = None,
     round_warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None,
-    round_metrics: Optional[Callable[[int], dict[str, Any]]] = None,
+    round_metrics: Optional[Callable[[int, dict[str, Any]], dict[str, Any]]] = None,
 ) -> RunResult:
   """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
 
@@ -238,8 +238,9 @@ def run_federated_training(
     round_warning: `round_warning(record, round_num)` -> a line to show, or
       None; asked each round until it gives one (e.g. the secure sum's
       `masked_sum.quantization_warning`).
-    round_metrics: `round_metrics(round_num)` -> more groups of the round's
-      record (e.g. `{"privacy": {"epsilon": ...}}`, the accountant's).
+    round_metrics: `round_metrics(round_num, record)` -> more groups of the
+      round's record (e.g. `{"privacy": {"epsilon": ...}}`, the accountant's,
+      which may read the aggregator's groups of `record`).
 
   Returns:
     The rounds run, the final evaluation, each round's metrics and the final model weights.
@@ -285,7 +286,7 @@ def _restore(files: RunFiles, training_process, config: LoopConfig, log) -> tupl
 class _Hooks:
   """What the caller adds to each round: a warning line, more metrics."""
   warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None
-  metrics: Optional[Callable[[int], dict[str, Any]]] = None
+  metrics: Optional[Callable[[int, dict[str, Any]], dict[str, Any]]] = None
 
 
 def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig, rounds: range, files: RunFiles,
@@ -297,7 +298,7 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
   for round_num in rounds:
     state, record = _train_round(training_process, state, data, config, round_num)
     if hooks.metrics is not None:
-      record.update(hooks.metrics(round_num))
+      record.update(hooks.metrics(round_num, record))
     warned = warned or _warn(hooks.warning, record, round_num, bar, log)
     if round_num % config.eval_every == 0 or round_num == config.rounds:
       final_eval = record["eval"] = evaluate(state)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import dp_accounting
 from dp_accounting import rdp
@@ -157,7 +158,8 @@ class EpsilonTracker:
       return _cached_tree_epsilon(rounds, self.noise_multiplier, self.rounds_per_epoch, self.delta)
     return _cached_epsilon(rounds, self.noise_multiplier, self.num_clients, self.clients_per_round, self.delta)
 
-  def __call__(self, round_num: int) -> dict[str, dict[str, float]]:
+  def __call__(self, round_num: int, record: Any = None) -> dict[str, dict[str, float]]:
+    del record  # every round of DP-FedAvg and DP-FTRL is accounted alike
     measured = {"epsilon": self.epsilon(round_num), "delta": self.delta, "noise_multiplier": self.noise_multiplier}
     if self.rounds_per_epoch:
       measured["zcdp_rho"] = tree_zcdp(round_num, noise_multiplier=self.noise_multiplier,

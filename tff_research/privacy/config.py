@@ -16,7 +16,14 @@ import math
 # round's mean gets the residual of the noisy prefix sums), clients in
 # shuffled epochs (each at most once an epoch) and the tree restarted every
 # epoch, so no sampling is assumed; server SGD (with momentum: DP-FTRLM).
-MODES = ("none", "central", "ftrl")
+# "distributed": the same clipping and sampling as "central", but each
+# client adds its share of discrete Gaussian noise before the secure sum
+# masks its update (`distributed`, Kairouz, Liu and Steinke 2021), so the
+# server never holds a noiseless sum; needs --aggregator=secure.
+MODES = ("none", "central", "ftrl", "distributed")
+MECHANISMS = ("ddgauss",)  # distributed mechanisms built: the distributed discrete Gaussian
+DEFAULT_DISTRIBUTED_BITS = 20  # b of the modular sum where --secure_bits is 0
+DEFAULT_BETA = math.exp(-0.5)  # conditional rounding's bias (the paper's and TFF's recommendation)
 FTRL_SERVER_OPTIMIZERS = ("sgd", "sgdm")
 
 
@@ -31,6 +38,8 @@ class DpConfig:
   clip_learning_rate: float = 0.2  # of the adaptive clip's geometric update
   delta: float = 0.0              # 0: 1 / (train clients)^1.1
   target_epsilon: float = 0.0     # > 0: the noise multiplier that reaches it after the run's rounds
+  mechanism: str = "ddgauss"      # --dp=distributed: the noise the clients add
+  beta: float = DEFAULT_BETA      # --dp=distributed: conditional rounding's bias, in [0, 1)
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -45,6 +54,13 @@ class DpConfig:
       raise ValueError(f"dp_target_unclipped_quantile must be in (0, 1), got {self.target_unclipped_quantile}")
     if not self.delta < 1.0:
       raise ValueError(f"dp_delta must be below 1, got {self.delta}")
+    if self.mechanism not in MECHANISMS:
+      raise ValueError(f"dp mechanism {self.mechanism!r} is not one of: {', '.join(MECHANISMS)}")
+    if not (isinstance(self.beta, (int, float)) and 0.0 <= self.beta < 1.0):
+      raise ValueError(f"dp_beta must be in [0, 1), got {self.beta}")
+    if self.mode == "distributed" and self.adaptive_clip:
+      raise ValueError("dp_adaptive_clip applies to --dp=central (the distributed noise is calibrated for a "
+                       "fixed clip)")
     if self.mode == "ftrl" and self.adaptive_clip:
       raise ValueError("dp_adaptive_clip applies to --dp=central (TFF's adaptive tree restarts on its own "
                        "schedule, not once an epoch as the accounting here needs)")
