@@ -91,11 +91,19 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   result = outcome["result"]
   rounds_done = result.run.rounds_completed
   final = result.run.final_eval
-  print(f"Finished {rounds_done} rounds in {result.run.wall_seconds:.0f} s; run directory: {config.run_dir}")
+  if result.run.resumed_from >= rounds_done:
+    print(f"Already finished: {rounds_done} rounds, nothing left to train; run directory: {config.run_dir}")
+  else:
+    trained = rounds_done - result.run.resumed_from
+    print(f"Finished {rounds_done} rounds ({trained} trained now) in {result.run.wall_seconds:.0f} s; run "
+          f"directory: {config.run_dir}")
   excluded = tasks.get_task(config.task).excluded_label
-  print(f"Final test accuracy (without {excluded}) on {config.eval_clients or 'all'} test clients: "
-        f"{final.get('accuracy', float('nan')):.4f}   unigram baseline (always "
-        f"{_most_frequent_token(result.data)!r}): {result.unigram_accuracy:.4f}")
+  evaluated, available = len(result.run.eval_client_ids), len(result.data.test_client_ids)
+  accuracy = final.get("accuracy", float("nan"))
+  print(f"Final test accuracy (without {excluded}) on {evaluated} of {available} test clients: "
+        f"{accuracy:.4f}   unigram baseline (always "
+        f"{_most_frequent_token(result.data)!r}): {result.unigram_accuracy:.4f}"
+        f"   {_against_baseline(accuracy, result.unigram_accuracy)}")
   print(f"  recall@3 {final.get('recall_at_3', float('nan')):.4f}   accuracy with special tokens "
         f"{final.get('accuracy_with_special', float('nan')):.4f}   perplexity "
         f"{final.get('perplexity', float('nan')):.1f}")
@@ -106,11 +114,20 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   return 0
 
 
+def _against_baseline(accuracy: float, unigram: float) -> str:
+  """Whether the model beats always predicting the most frequent token: a short run often does not yet."""
+  if not accuracy > unigram:
+    return "-> at or below the unigram baseline: the model has not learned yet (train more rounds)"
+  return f"-> {accuracy / unigram:.2f}x the unigram baseline" if unigram > 0 else "-> above the unigram baseline"
+
+
 def _privacy_line(result, rounds_done: int, clients_per_round: int) -> str:
   """The summary's DP line: epsilon at delta after the rounds run (and rho-zCDP for DP-FTRL)."""
   dp, privacy, num_clients = result.dp, result.privacy, len(result.data.train_client_ids)
-  how = (f"RDP, {clients_per_round} of {num_clients} clients sampled a round" if dp.mode == "central" else
-         f"RDP over trees restarted every epoch, rho-zCDP {privacy['zcdp_rho']:.3g}")
+  how = {"central": f"RDP, {clients_per_round} of {num_clients} clients sampled a round",
+         "ftrl": f"RDP over trees restarted every epoch, rho-zCDP {privacy.get('zcdp_rho', 0.0):.3g}",
+         "distributed": f"discrete Gaussian shares under the secure sum, RDP of each round's survivors, "
+                        f"{clients_per_round} of {num_clients} clients sampled a round"}[dp.mode]
   return (f"User-level DP ({dp.mode}): epsilon {privacy['epsilon']:.3g} at delta {dp.delta:.3g} after {rounds_done} "
           f"rounds (noise multiplier {dp.noise_multiplier:.4g}, clip {dp.clip:g}"
           f"{' adaptive' if dp.adaptive_clip else ''}; {how})")
