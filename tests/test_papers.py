@@ -352,6 +352,11 @@ def test_every_experiment_runs_at_smoke_scale(tmp_path, python_env, repo_root, s
   exp4 = summaries["secure_cost"]["analysis"]["table"]
   assert [t["aggregator"] for t in exp4] == ["plain", "secure"]
   assert all(t["upload_bytes_per_client"] for t in exp4[1:])
+  exp5 = summaries["privacy_utility"]["analysis"]["table"]
+  assert [t["mode"] for t in exp5] == ["none", "central", "ftrl", "distributed"]
+  # Calibrated to 8 at the fewest survivors; a distributed round counted with more survivors reaches less.
+  assert all(7.9 <= t["epsilon"] <= 8.0 for t in exp5[1:3]) and 0 < exp5[3]["epsilon"] <= 8.0
+  assert all(t["noise_multiplier"] > 0 for t in exp5[1:])
   # Publishing copies what git keeps.
   published = report.publish(str(results), str(tmp_path / "published"))
   assert any(p.endswith("summary.json") for p in published)

@@ -149,6 +149,9 @@ def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
            "train_seconds": round(train_seconds, 1), "unigram_accuracy": result.unigram_accuracy}
     row.update({f"final_{k}": v for k, v in sorted(result.run.final_eval.items())})
     row["train_examples"] = int(sum(r.get("train/num_examples", 0.0) for r in history))
+    if result.dp is not None:  # the noise the run trained with and the epsilon it reached
+      row["dp_noise_multiplier"] = result.dp.noise_multiplier
+      row.update({f"privacy_{k}": v for k, v in (result.privacy or {}).items()})
     rows.append(row)
     log(f"    final accuracy {row.get('final_accuracy', float('nan')):.4f}, "
         f"{train_seconds:.0f} s of rounds")

@@ -20,13 +20,14 @@ from typing import Any, Optional, Sequence
 
 PUBLISHED_DIR = "reproduction"
 ORDER = ("fedavg_vs_fedsgd_char", "adaptive_optimizers_char", "fedavg_vs_fedsgd", "adaptive_optimizers",
-         "federated_vs_centralized", "secure_cost")
+         "federated_vs_centralized", "secure_cost", "privacy_utility")
 TITLES = {"fedavg_vs_fedsgd_char": "FedAvg vs FedSGD, Shakespeare characters (McMahan et al. 2017)",
           "adaptive_optimizers_char": "Adaptive server optimizers, Shakespeare characters (Reddi et al. 2021)",
           "fedavg_vs_fedsgd": "FedAvg vs FedSGD (Shakespeare NWP)",
           "adaptive_optimizers": "Adaptive server optimizers, best lr each",
           "federated_vs_centralized": "CIFG: federated vs centralized, equal example passes",
-          "secure_cost": "Plain vs secure aggregation"}
+          "secure_cost": "Plain vs secure aggregation",
+          "privacy_utility": "Accuracy against user-level epsilon (McMahan et al. 2018's DP-FedAvg and successors)"}
 
 
 def load_summaries(directory: str) -> dict[str, dict[str, Any]]:
@@ -126,6 +127,19 @@ def secure_cost_markdown(summary: dict[str, Any]) -> str:
               "time vs plain", "values clipped", "upload B/client"], rows)])
 
 
+def privacy_utility_markdown(summary: dict[str, Any]) -> str:
+  a = summary["analysis"]
+  rows = [[t["mode"], t["target_epsilon"], _fmt(t["epsilon"], 3), "-" if t["delta"] is None else f"{t['delta']:.2g}",
+           _fmt(t["noise_multiplier"], 3), t["rounds"], _pct(t["accuracy"]),
+           "-" if t["accuracy_share_of_no_dp"] is None else f"{100 * t['accuracy_share_of_no_dp']:.0f} %",
+           "yes" if t["above_unigram"] else "no", t["train_seconds"]] for t in a["table"]]
+  return "\n\n".join([
+      f"{a['clients_per_round']} clients a round, clip {a['clip']:g}; unigram baseline "
+      f"{_pct(a['unigram_accuracy'])}.",
+      _table(["mode", "target epsilon", "epsilon reached", "delta", "noise multiplier", "rounds", "final accuracy",
+              "of no-DP accuracy", "above unigram", "train s"], rows)])
+
+
 def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
   a = summary["analysis"]
   paper = a["paper"]
@@ -195,7 +209,8 @@ RENDERERS = {"fedavg_vs_fedsgd_char": fedavg_vs_fedsgd_char_markdown,
              "fedavg_vs_fedsgd": fedavg_vs_fedsgd_markdown,
              "adaptive_optimizers": adaptive_optimizers_markdown,
              "federated_vs_centralized": federated_vs_centralized_markdown,
-             "secure_cost": secure_cost_markdown}
+             "secure_cost": secure_cost_markdown,
+             "privacy_utility": privacy_utility_markdown}
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -222,6 +237,8 @@ def plot_summary(summary: dict[str, Any]):
   from tff_research.papers import common  # pylint: disable=g-import-not-at-top
   a = summary["analysis"]
   name = summary["experiment"]
+  if name == "privacy_utility":
+    return _plot_privacy_utility(summary)
   bars = name in ("adaptive_optimizers", "federated_vs_centralized")
   curves = _labelled_curves(summary)
   panels = (1 if curves else 0) + (1 if bars else 0)
@@ -258,6 +275,29 @@ def plot_summary(summary: dict[str, Any]):
     ax.set_title("evaluation curves (seed 0)" if bars else textwrap.fill(TITLES[name], 60))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+  return fig
+
+
+def _plot_privacy_utility(summary: dict[str, Any]):
+  """Final accuracy against the epsilon each DP run reached, one line per mode, no DP and unigram as levels."""
+  from tff_research.papers import common  # pylint: disable=g-import-not-at-top
+  a = summary["analysis"]
+  fig, axes = common.new_figure(1, 6.0)
+  ax = axes[0]
+  for mode in sorted({t["mode"] for t in a["table"]} - {"none"}):
+    points = sorted((t["epsilon"], t["accuracy"]) for t in a["table"] if t["mode"] == mode and t["epsilon"])
+    if points:
+      ax.plot(*zip(*points), marker="o", label=mode)
+  for t in a["table"]:
+    if t["mode"] == "none":
+      ax.axhline(t["accuracy"], ls="--", color="black", lw=1, label="no DP")
+  ax.axhline(a["unigram_accuracy"], ls=":", color="gray", lw=1, label="unigram baseline")
+  ax.set_xscale("log")
+  ax.set_xlabel("epsilon after the run (delta in the table)")
+  ax.set_ylabel("final test accuracy (no special tokens)")
+  ax.set_title(textwrap.fill(TITLES["privacy_utility"], 60))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
   return fig
 
 

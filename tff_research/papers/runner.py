@@ -17,6 +17,7 @@ from tff_research.papers import common
 from tff_research.papers import fedavg_vs_fedsgd
 from tff_research.papers import fedavg_vs_fedsgd_char
 from tff_research.papers import federated_vs_centralized
+from tff_research.papers import privacy_utility
 from tff_research.papers import report
 from tff_research.papers import secure_cost
 
@@ -26,7 +27,7 @@ from tff_research.papers import secure_cost
 # the configuration its data is loaded with (else its task's base configuration).
 REGISTRY = {module.NAME: module for module in (
     fedavg_vs_fedsgd_char, adaptive_optimizers_char, fedavg_vs_fedsgd, adaptive_optimizers,
-    federated_vs_centralized, secure_cost)}
+    federated_vs_centralized, secure_cost, privacy_utility)}
 EXPERIMENTS = tuple(REGISTRY)
 
 
