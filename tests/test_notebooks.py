@@ -8,6 +8,8 @@ import pytest
 
 NOTEBOOK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
+# Notebooks that draw figures, and how many each shows at the least (reproduce_papers: one per published experiment).
+FIGURES = {"reproduce_papers.ipynb": 4}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -27,13 +29,13 @@ def test_notebook_is_stored_without_outputs(path):
 _TF_TRACING_RACE = "'TfMethodTarget' object has no attribute"
 
 
-def _execute(path: str, run_dir: str) -> None:
+def _execute(path: str, run_dir: str):
   import nbformat  # pylint: disable=g-import-not-at-top
   from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top
   os.makedirs(run_dir, exist_ok=True)
   os.environ["TFF_RESEARCH_OUTPUT_DIR"] = run_dir
-  NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
-                 resources={"metadata": {"path": run_dir}}).execute()
+  return NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+                        resources={"metadata": {"path": run_dir}}).execute()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -44,12 +46,32 @@ def test_notebook_executes(path, python_env, tmp_path, shakespeare_dir):
   os.environ.update({"TFF_RESEARCH_TINY": "1", "TFF_RESEARCH_DATA_DIR": shakespeare_dir})
   try:
     try:
-      _execute(path, str(tmp_path / "first"))
+      executed = _execute(path, str(tmp_path / "first"))
     except CellExecutionError as e:
       if _TF_TRACING_RACE not in str(e):
         raise
       warnings.warn(f"{os.path.basename(path)}: TF's tracing race hit; running the notebook once more", stacklevel=2)
-      _execute(path, str(tmp_path / "second"))
+      executed = _execute(path, str(tmp_path / "second"))
   finally:
     os.environ.clear()
     os.environ.update(env_backup)
+  if os.path.basename(path) in FIGURES:  # the figures it promises are in its outputs, as images
+    images = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
+              if "image/png" in output.get("data", {})]
+    assert len(images) >= FIGURES[os.path.basename(path)], f"{os.path.basename(path)}: {len(images)} figures"
+
+
+def test_the_package_leaves_matplotlibs_backend_alone(python_env, repo_root, tmp_path):
+  """Drawing a learning curve and a paper figure: the caller's backend (here svg) is still the backend."""
+  probe = ("import matplotlib; before = matplotlib.get_backend(); "
+           "from tff_research import plots; from tff_research.papers import common, report; "
+           "fig, axes = common.new_figure(1, 4.0); axes[0].plot([0, 1], [0, 1]); "
+           f"common.save_figure(fig, {str(tmp_path / 'a.png')!r}); "
+           "print(before, matplotlib.get_backend())")
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, env={**python_env, "MPLBACKEND": "svg"},
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split() == ["svg", "svg"]
+  assert os.path.getsize(tmp_path / "a.png") > 1000
