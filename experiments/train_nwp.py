@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 
 from tff_research.learning import config as presets
+from tff_research.learning import entry_point
 
 _DEFAULTS = presets.ExperimentConfig()
 
@@ -56,9 +57,7 @@ def config_from_flags() -> presets.ExperimentConfig:
 
 
 def main(argv) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tff_research.learning import entry_point  # pylint: disable=g-import-not-at-top
+  del argv  # entry_point.parse_flags refused any left over
   return entry_point.run_training_entry_point(
       config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
       plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls)
@@ -68,4 +67,4 @@ if __name__ == "__main__":
   # Quiet TF before it is imported, unless --verbose is on the command line.
   from tff_research.runtime import logs  # pylint: disable=g-import-not-at-top
   logs.configure_logging(verbose="--verbose" in sys.argv or "--verbose=true" in sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=entry_point.parse_flags)

@@ -142,6 +142,11 @@ def test_distributed_dp_runs_from_the_command_line(train_cmd):
     (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_adaptive_clip"],
      "dp_adaptive_clip applies to --dp=central"),
     (["--dp_mechanism=skellam"], "--dp_mechanism='skellam' is not one of: ddgauss"),
+    (["--rounds=abc"], "error: flag --rounds=abc: invalid literal for int() with base 10: 'abc'"),
+    (["--nope=1"], "error: Unknown command line flag 'nope'"),
+    (["stray"], "error: unexpected arguments: stray"),
+    (["--task=next_char"], "--vocab_size applies to --task=next_word: --task=next_char has its own fixed"),
+    (["--output_dir=/dev/null"], "--output_dir: /dev/null is a file, not a directory"),
     (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_beta=1.5"],
      "dp_beta must be in [0, 1), got 1.5"),
 ])
@@ -152,6 +157,7 @@ def test_bad_input_is_one_clear_line(train_cmd, flags, message):
   assert "Traceback" not in err
   lines = [line for line in err.strip().splitlines() if line.strip()]
   assert len(lines) <= 2, err
+  assert any(line.startswith("error: ") for line in lines), err
 
 
 def _wait_for_round(output_dir, name, proc, timeout=180):

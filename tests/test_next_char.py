@@ -129,6 +129,8 @@ def test_speeches_stay_the_default_where_they_were():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"task": "next_char", "shakespeare_unit": "verse"}, "--shakespeare_unit='verse' is not one of: speech, line"),
+    ({"task": "next_char"}, "--vocab_size applies to --task=next_word: --task=next_char has its own fixed "
+     "vocabulary (TFF's characters)"),  # the smoke preset's vocab_size=200 would be ignored silently
     ({"shakespeare_unit": "line"}, "--shakespeare_unit applies to --task=next_char with --dataset=shakespeare"),
 ])
 def test_a_bad_unit_is_one_line(overrides, message):

@@ -184,6 +184,9 @@ class ExperimentConfig:
       raise ValueError(f"--{e}") from None
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError(f"--experiment_name must be a plain name, got {self.experiment_name!r}")
+    for place in (self.output_dir, self.run_dir):
+      if os.path.exists(place) and not os.path.isdir(place):
+        raise ValueError(f"--output_dir: {place} is a file, not a directory (runs are written under it)")
     for field in dataclasses.fields(self):
       allowed = field.metadata.get("choices")
       name = field.name
@@ -192,6 +195,12 @@ class ExperimentConfig:
     if (self.shakespeare_unit != shakespeare_lib.DEFAULT_UNIT
         and not tasks_lib.get_task(self.task).takes_shakespeare_unit(self.dataset)):
       raise ValueError(f"--shakespeare_unit applies to {tasks_lib.shakespeare_unit_scope()}")
+    if tasks_lib.get_task(self.task).fixed_vocabulary:
+      defaults = ExperimentConfig()
+      for name in ("vocab_size", "num_oov_buckets"):
+        if getattr(self, name) != getattr(defaults, name):
+          raise ValueError(f"--{name} applies to --task=next_word: --task={self.task} has its own fixed "
+                           "vocabulary (TFF's characters)")
     if self.aggregator == "secure":
       self._validate_secure()
     self._validate_dp()

@@ -18,6 +18,24 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + int(signal.SIGTERM)  # what runtime.workers exits with
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`), a bad flag as one `error:` line, exit 2.
+
+  absl's own parser prints two lines and exits 1; and a stray positional
+  argument is refused here the same way.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {error_line(e)} (--helpshort lists the flags)", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  if len(rest) > 1:
+    print(f"error: unexpected arguments: {' '.join(rest[1:])} (flags are --name=value)", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  return rest
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
   """Exceptions that mean bad input or settings, reported in one line."""
   from tff_research.aggregation.secagg.protocol import SecureAggregationError  # pylint: disable=g-import-not-at-top

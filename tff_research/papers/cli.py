@@ -25,9 +25,9 @@ def run_main(names: Sequence[str]) -> None:
   logs.configure_logging(verbose="--verbose" in sys.argv or "--verbose=true" in sys.argv)
 
   def main(argv) -> int:
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # entry_point.parse_flags refused any left over
     from tff_research.papers import runner  # pylint: disable=g-import-not-at-top
     return runner.main(names, FLAGS.scale, FLAGS.output_dir, FLAGS.data_dir, FLAGS.verbose, FLAGS.until_round)
 
-  app.run(main)
+  from tff_research.learning import entry_point  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=entry_point.parse_flags)

@@ -50,12 +50,15 @@ class Task:
     shakespeare_unit_datasets: the `--dataset` values on which the task reads
       `--shakespeare_unit` (what one example is); other datasets refuse a
       unit other than the default.
+    fixed_vocabulary: the vocabulary is the task's own (TFF's characters):
+      `--vocab_size` and `--num_oov_buckets` mean nothing and are refused.
   """
   name: str
   load_data: DataLoader
   model_config: ModelConfigBuilder
   excluded_label: str
   shakespeare_unit_datasets: tuple[str, ...] = ()
+  fixed_vocabulary: bool = False
 
   def takes_shakespeare_unit(self, dataset: str) -> bool:
     """Whether `--shakespeare_unit` means anything for this task on `dataset`.

@@ -72,4 +72,4 @@ def model_config(*, vocab_size: int, embedding_size: int, latent_size: int, num_
 
 
 TASK = base.Task(name="next_char", load_data=load_data, model_config=model_config,
-                 excluded_label="padding", shakespeare_unit_datasets=(MCMAHAN_DATASET,))
+                 excluded_label="padding", shakespeare_unit_datasets=(MCMAHAN_DATASET,), fixed_vocabulary=True)
