@@ -44,7 +44,7 @@ flags.DEFINE_integer("max_concurrent_computation_calls", None,
                      "TFF worker setting (-1: no limit; default: one per core, each on one core, on up to 4 "
                      "cores; else no limit)")
 flags.DEFINE_bool("verbose", False, "show TensorFlow/TFF's own logs")
-flags.DEFINE_bool("progress", True, "show a progress bar")
+flags.DEFINE_bool("progress", True, "show a progress bar (where stderr is a terminal; else a line per round)")
 flags.DEFINE_bool("plot", True, "write learning_curve.png into the run directory")
 FLAGS = flags.FLAGS
 

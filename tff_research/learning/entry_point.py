@@ -101,7 +101,9 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
       runtime.use_remote_workers(workers.split(","))
     else:
       runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls)
-    outcome["result"] = experiment.run_experiment(config, progress=progress, plot=plot, data=data)
+    # A bar only where someone watches: redirected to a log file it would write a line per refresh.
+    shown = progress and sys.stderr.isatty()
+    outcome["result"] = experiment.run_experiment(config, progress=shown, plot=plot, data=data)
 
   status = run_guarded(train, _saved_so_far(config))
   if status:
