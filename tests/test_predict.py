@@ -63,12 +63,28 @@ def test_reads_the_files_the_experiment_writes():
   assert predict.WEIGHTS_FILE == checkpoints.FINAL_WEIGHTS_FILE
 
 
-def test_run_without_final_weights_or_with_other_settings_is_refused(run_dir, tmp_path):
+def test_an_unfinished_run_suggests_from_its_latest_checkpoint_and_says_so(run_dir, tmp_path, python_env,
+                                                                          repo_root):
+  """Without the final weights: the checkpoint of round 2 holds the same model (it is the state after round 2)."""
+  final = predict.load_predictor(run_dir)
+  assert final.checkpoint_round is None
   partial = tmp_path / "partial"
   shutil.copytree(run_dir, partial)
   os.remove(partial / predict.WEIGHTS_FILE)
-  with pytest.raises(predict.PredictError, match="has not finished"):
+  latest = predict.load_predictor(str(partial))
+  assert latest.checkpoint_round == 2
+  for ours, theirs in zip(latest.model.weights, final.model.weights):
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+  assert latest.top_k("my good", 3) == final.top_k("my good", 3)
+  done = _cli(python_env, repo_root, str(partial), "my good")
+  assert done.returncode == 0, done.stderr
+  assert "note: the run has not finished (2 of 2 rounds): suggestions from its checkpoint of round 2" in done.stderr
+  shutil.rmtree(partial / "checkpoints")  # nothing trained yet: no weights anywhere
+  with pytest.raises(predict.PredictError, match="has not finished a round yet: no model_weights.npz and no "):
     predict.load_predictor(str(partial))
+
+
+def test_run_with_other_settings_is_refused(run_dir, tmp_path):
   other = tmp_path / "other"
   shutil.copytree(run_dir, other)
   hparams = json.loads((other / predict.HPARAMS_FILE).read_text())

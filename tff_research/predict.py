@@ -1,11 +1,13 @@
-"""Next-word suggestions from a finished run: `python -m tff_research.predict RUN_DIR "to be or not to"`.
+"""Next-word suggestions from a run: `python -m tff_research.predict RUN_DIR "to be or not to"`.
 
 What a keyboard does with the trained model: read the text typed so far,
 suggest the k most likely next words. The model is rebuilt from the run's
-`hparams.json`, holds its final `model_weights.npz` and reads ids from its
-`vocab.json`, so a suggestion uses exactly the vocabulary the model was
-trained on. Prediction is plain Keras: no TFF computation runs, so no TFF
-worker is started.
+`hparams.json`, holds its final `model_weights.npz` (or, for a run not
+finished yet, the model of its latest checkpoint, and says which round) and
+reads ids from its `vocab.json` (written before the first round), so a
+suggestion uses exactly the vocabulary the model was trained on.
+Prediction is plain Keras: no TFF computation runs, so no TFF worker is
+started.
 
 TensorFlow is imported lazily (as in `learning.config`), so the command line
 can quiet its logs before the import.
@@ -60,6 +62,7 @@ class Predictor:
   model: Any                  # tf.keras.Model: [batch, time] ids -> [batch, time, vocab] logits
   vocab: vocab_lib.Vocabulary
   config: ExperimentConfig
+  checkpoint_round: Optional[int] = None  # None: the final weights; else the round of the checkpoint used
 
   def next_word_probabilities(self, prompt: str) -> np.ndarray:
     """p(next id | prompt) over all `vocab.size` ids (softmax of the last position's logits)."""
@@ -123,21 +126,49 @@ def load_predictor(run_dir: str) -> Predictor:
   except (ValueError, KeyError, TypeError) as e:
     raise PredictError(f"{os.path.join(run_dir, VOCAB_FILE)} is not a vocabulary: {e}") from None
   weights_path = os.path.join(run_dir, WEIGHTS_FILE)
-  if not os.path.isfile(weights_path):
-    raise PredictError(f"no {WEIGHTS_FILE} in {run_dir}: the run has not finished "
-                       "(final weights are written after the last round)")
   from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   try:
-    weights = checkpoints.load_model_weights(weights_path)
     model = nwp_models.build_nwp_model(experiment.model_config(config, vocab.size))
+    checkpoint_round = None
+    if os.path.isfile(weights_path):
+      weights = checkpoints.load_model_weights(weights_path)
+    else:
+      weights, checkpoint_round = _latest_checkpoint_weights(run_dir, model)
   except (OSError, ValueError) as e:
     raise PredictError(f"cannot load the model of {run_dir}: {e}") from None
   _check_weights_fit(model, weights, run_dir)
   # Same order as the `tff.learning` model the run trained: Keras' trainable, then non-trainable.
   weights.assign_weights_to(model)
-  return Predictor(model, vocab, config)
+  return Predictor(model, vocab, config, checkpoint_round)
+
+
+def _latest_checkpoint_weights(run_dir: str, model) -> tuple[Any, int]:
+  """The model weights of the run's latest checkpoint, and its round (a run not finished has no final file).
+
+  A checkpoint is the flattened `LearningAlgorithmState`, whose first leaves
+  are its `global_model_weights`: trainable, then non-trainable, in order.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import training_loop  # pylint: disable=g-import-not-at-top
+  root = os.path.join(run_dir, "checkpoints")
+  rounds = sorted(int(name[len(training_loop.CHECKPOINT_PREFIX):]) for name in
+                  (os.listdir(root) if os.path.isdir(root) else ())
+                  if name.startswith(training_loop.CHECKPOINT_PREFIX)
+                  and name[len(training_loop.CHECKPOINT_PREFIX):].isdigit())
+  if not rounds:
+    raise PredictError(f"the run in {run_dir} has not finished a round yet: no {WEIGHTS_FILE} and no checkpoint")
+  path = os.path.join(root, f"{training_loop.CHECKPOINT_PREFIX}{rounds[-1]}", checkpoints.STATE_FILE)
+  with np.load(path) as data:
+    leaves = [data[name] for name in sorted(data.files)]
+  trainable, rest = len(model.trainable_weights), len(model.non_trainable_weights)
+  if len(leaves) < trainable + rest:
+    raise PredictError(f"{path} holds {len(leaves)} values, fewer than the model's {trainable + rest} weights")
+  return tff.learning.models.ModelWeights(trainable=leaves[:trainable],
+                                          non_trainable=leaves[trainable:trainable + rest]), rounds[-1]
 
 
 def _check_weights_fit(model, weights, run_dir: str) -> None:
@@ -157,7 +188,8 @@ def _check_weights_fit(model, weights, run_dir: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description="Suggest the next words after a prompt with a trained run.")
-  parser.add_argument("run_dir", help="a finished run directory (output_dir/experiment_name)")
+  parser.add_argument("run_dir", help="a run directory (output_dir/experiment_name); an unfinished run's "
+                      "latest checkpoint is used")
   parser.add_argument("prompts", nargs="+", metavar="prompt",
                       help="the text typed so far, e.g. \"to be or not to\" (several: one line each)")
   parser.add_argument("--top_k", type=int, default=5, help="number of suggestions")
@@ -170,6 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not all(prompt.strip() for prompt in args.prompts):  # fail before TensorFlow loads
       raise PredictError(_EMPTY_PROMPT)
     predictor = load_predictor(args.run_dir)
+    if predictor.checkpoint_round is not None:
+      print(f"note: the run has not finished ({predictor.checkpoint_round} of {predictor.config.rounds} rounds): "
+            f"suggestions from its checkpoint of round {predictor.checkpoint_round}", file=sys.stderr)
     answers = [predictor.top_k(prompt, args.top_k, args.include_special) for prompt in args.prompts]
   except PredictError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -314,6 +314,10 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
                                             num_train_clients=len(data.train_client_ids))
   evaluation_process = evaluation.build_evaluation_process(model_fn)
   hparams: dict[str, Any] = dataclasses.asdict(config)
+  # Before the first round: `predict` reads it to suggest words from an unfinished run's checkpoint.
+  os.makedirs(config.run_dir, exist_ok=True)
+  with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
+    f.write(data.vocab.to_json())
   run = training_loop.run_federated_training(
       training_process, evaluation_process, data, loop, config.run_dir, hparams,
       progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()),
@@ -321,8 +325,6 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
       round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids), model_fn) if dp is not None else None)
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
-  with open(os.path.join(config.run_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
-    f.write(data.vocab.to_json())
   unigram = nwp.unigram_baseline_accuracy(data, "test", run.eval_client_ids)
   plot_path = None
   if plot:
