@@ -113,3 +113,87 @@ def test_cli_bad_input_is_one_error_line(args, run_dir, python_env, repo_root, t
   assert proc.stdout == ""
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def _greedy(predictor, prompt, tokens):
+  """The most likely allowed token at each step: what sampling tends to as temperature -> 0, or at top-k 1."""
+  vocab = predictor.vocab
+  ids, words = predict.encode_prompt(vocab, prompt), []
+  banned = {vocab.pad_id, vocab.bos_id, *vocab.oov_ids}
+  for _ in range(tokens):
+    probs = predictor._probabilities(ids)  # pylint: disable=protected-access
+    next_id = next(int(i) for i in np.argsort(-probs, kind="stable") if int(i) not in banned)
+    if next_id == vocab.eos_id:
+      break
+    ids.append(next_id)
+    words.append(vocab.decode_id(next_id))
+  return words
+
+
+def test_generation_is_repeatable_with_a_seed_and_greedy_at_the_limits(run_dir):
+  predictor = predict.load_predictor(run_dir)
+  first = predictor.generate("my good", 12, seed=4)
+  assert first == predictor.generate("my good", 12, seed=4)
+  samples = {predictor.generate("my good", 12, temperature=2.0) for _ in range(5)}
+  assert len(samples) > 1  # no seed: fresh randomness each call
+  greedy = " ".join(_greedy(predictor, "my good", 12))
+  assert predictor.generate("my good", 12, top_k=1, seed=1) == greedy
+  assert predictor.generate("my good", 12, temperature=1e-4, seed=2) == greedy
+  assert predictor.generate("my good", 12, top_p=1e-9, seed=3) == greedy
+  words = first.split()
+  assert 0 < len(words) <= 12 and set(words) <= set(predictor.vocab.words)  # never pad, OOV or BOS
+
+
+def test_sampling_follows_the_reshaped_distribution():
+  """Four tokens of probability .5, .3, .15, .05 (after pad, OOV, BOS, EOS): top-k, top-p and temperature."""
+  from tff_research.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  vocab = vocab_lib.Vocabulary(("a", "b", "c", "d"), 1)
+  probs = np.zeros(vocab.size)
+  for word, p in zip("abcd", (0.5, 0.3, 0.15, 0.05)):
+    probs[vocab.word_id(word)] = p
+  rng = np.random.default_rng(0)
+
+  def frequencies(**kwargs):
+    draws = [predict.sample_next_id(probs, rng, vocab, **kwargs) for _ in range(20000)]
+    return {vocab.decode_id(i): draws.count(i) / len(draws) for i in set(draws)}
+
+  plain = frequencies()
+  assert set(plain) == set("abcd") and all(abs(plain[w] - p) < 0.015 for w, p in zip("abcd", (.5, .3, .15, .05)))
+  top2 = frequencies(top_k=2)
+  assert set(top2) == {"a", "b"} and abs(top2["a"] - 0.625) < 0.015
+  nucleus = frequencies(top_p=0.75)  # .5 + .3 reaches .75: a and b only
+  assert set(nucleus) == {"a", "b"}
+  hot = frequencies(temperature=2.0)  # p^(1/2), renormalized: d rises from .05 to .12
+  want_d = 0.05**0.5 / sum(p**0.5 for p in (0.5, 0.3, 0.15, 0.05))
+  assert abs(hot["d"] - want_d) < 0.015
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--generate=5", "--temperature=0"], "--temperature must be positive, got 0.0"),
+    (["--generate=5", "--top_p=1.5"], "--top_p must be in (0, 1], got 1.5"),
+    (["--generate=5", "--sample_top_k=-1"], "--sample_top_k must be 0 (all) or positive, got -1"),
+    (["--generate=-2"], "--generate must be positive, got -2"),
+])
+def test_bad_sampling_settings_are_one_line(run_dir, python_env, repo_root, flags, message):
+  done = _cli(python_env, repo_root, run_dir, "my good", *flags)
+  assert done.returncode == 2 and done.stderr.strip() == f"error: {message}"
+
+
+def test_cli_generates_text(run_dir, python_env, repo_root):
+  done = _cli(python_env, repo_root, run_dir, "my good", "--generate=8", "--seed=7", "--temperature=0.8")
+  assert done.returncode == 0, done.stderr
+  again = _cli(python_env, repo_root, run_dir, "my good", "--generate=8", "--seed=7", "--temperature=0.8")
+  assert done.stdout == again.stdout and done.stdout.startswith("my good ")
+  assert done.stdout.strip() == "my good " + predict.load_predictor(run_dir).generate("my good", 8, 0.8, seed=7)
+
+
+def test_a_character_model_generates_characters(shakespeare_dir, tmp_path):
+  from tff_research.papers import common  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(common.CHAR_SMOKE_BASE, data_dir=shakespeare_dir, output_dir=str(tmp_path),
+                               experiment_name="char")
+  result = experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None)
+  predictor = predict.load_predictor(result.run.run_dir)
+  text = predictor.generate("To be, or not to", 30, seed=0)
+  # One character a token, joined as they are (no spaces put between them), from TFF's character vocabulary.
+  assert predictor.vocab.tokenizer == "bytes" and 0 < len(text) <= 30 and set(text) <= set(predictor.vocab.words)
+  assert text == predictor.generate("To be, or not to", 30, seed=0)

@@ -66,11 +66,41 @@ class Predictor:
 
   def next_word_probabilities(self, prompt: str) -> np.ndarray:
     """p(next id | prompt) over all `vocab.size` ids (softmax of the last position's logits)."""
-    ids = encode_prompt(self.vocab, prompt, self.config.sequence_length)
-    logits = np.asarray(self.model(np.asarray([ids], np.int32), training=False))[0, -1]
+    return self._probabilities(encode_prompt(self.vocab, prompt, self.config.sequence_length))
+
+  def _probabilities(self, ids: Sequence[int]) -> np.ndarray:
+    window = list(ids)[-self.config.sequence_length:]  # the model was trained on windows this long
+    logits = np.asarray(self.model(np.asarray([window], np.int32), training=False))[0, -1]
     logits = logits.astype(np.float64)
     exp = np.exp(logits - logits.max())
     return exp / exp.sum()
+
+  def generate(self, prompt: str, max_tokens: int = 20, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, seed: Optional[int] = None) -> str:
+    """The prompt's continuation, sampled a token at a time (`sample_next_id`) until EOS or `max_tokens`.
+
+    Args:
+      prompt: the text so far.
+      max_tokens: the most words (characters, for a character model) to add.
+      temperature: > 0; below 1 sharpens the model's distribution, above 1 flattens it.
+      top_k: sample among the k most likely tokens only (0: all).
+      top_p: sample among the fewest most likely tokens whose probability reaches p (nucleus; 1: all).
+      seed: for a repeatable sample (None: fresh randomness each call).
+
+    Returns:
+      The generated tokens only, words joined by spaces (characters joined as they are).
+    """
+    check_sampling(max_tokens, temperature, top_k, top_p)
+    rng = np.random.default_rng(seed)
+    ids = encode_prompt(self.vocab, prompt)
+    generated: list[str] = []
+    for _ in range(max_tokens):
+      next_id = sample_next_id(self._probabilities(ids), rng, self.vocab, temperature, top_k, top_p)
+      if next_id == self.vocab.eos_id:
+        break
+      ids.append(next_id)
+      generated.append(self.vocab.decode_id(next_id))
+    return ("" if self.vocab.tokenizer == "bytes" else " ").join(generated)
 
   def top_k(self, prompt: str, k: int = 5, include_special: bool = False) -> list[tuple[str, float]]:
     """The `k` most likely next words with their probabilities, most likely first.
@@ -88,6 +118,39 @@ class Predictor:
     # Stable sort: ties go to the lower id, i.e. the more frequent train word.
     order = candidates[np.argsort(-probs[candidates], kind="stable")][:k]
     return [(self.vocab.decode_id(int(i)), float(probs[i])) for i in order]
+
+
+def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+  """Raises PredictError (one line) for a sampling setting `generate` cannot use."""
+  if max_tokens < 1:
+    raise PredictError(f"--generate must be positive, got {max_tokens}")
+  if not temperature > 0:
+    raise PredictError(f"--temperature must be positive, got {temperature}")
+  if top_k < 0:
+    raise PredictError(f"--sample_top_k must be 0 (all) or positive, got {top_k}")
+  if not 0 < top_p <= 1:
+    raise PredictError(f"--top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next_id(probs: np.ndarray, rng: np.random.Generator, vocab: vocab_lib.Vocabulary,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> int:
+  """One token drawn from `probs` reshaped by temperature, top-k and top-p (nucleus); never pad, OOV or BOS.
+
+  EOS stays a candidate: it ends the text. Ties in the ranking go to the lower id (the more frequent word).
+  """
+  allowed = np.ones(len(probs), bool)
+  allowed[[vocab.pad_id, vocab.bos_id, *vocab.oov_ids]] = False
+  # p^(1/T), in log space so that a small temperature does not underflow.
+  logits = np.where(allowed, np.log(np.maximum(probs, 1e-300)) / temperature, -np.inf)
+  order = np.argsort(-logits, kind="stable")[:int(allowed.sum())]
+  if top_k:
+    order = order[:top_k]
+  weights = np.exp(logits[order] - logits[order[0]])
+  weights /= weights.sum()
+  if top_p < 1:
+    keep = int(np.searchsorted(np.cumsum(weights), top_p) + 1)  # the fewest whose mass reaches top_p
+    order, weights = order[:keep], weights[:keep] / weights[:keep].sum()
+  return int(order[rng.choice(len(order), p=weights)])
 
 
 def _read_text(run_dir: str, name: str, what: str) -> str:
@@ -195,16 +258,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--top_k", type=int, default=5, help="number of suggestions")
   parser.add_argument("--include_special", action="store_true",
                       help="also offer pad/OOV/BOS/EOS as candidates")
+  parser.add_argument("--generate", type=int, default=0, metavar="N",
+                      help="instead of suggestions, continue each prompt by up to N sampled words (characters "
+                      "for a character model)")
+  parser.add_argument("--temperature", type=float, default=1.0, help="--generate: sampling temperature (> 0)")
+  parser.add_argument("--sample_top_k", type=int, default=0, help="--generate: among the k most likely only (0 = all)")
+  parser.add_argument("--top_p", type=float, default=1.0, help="--generate: nucleus sampling's mass (1 = all)")
+  parser.add_argument("--seed", type=int, default=None, help="--generate: seed of a repeatable sample")
   args = parser.parse_args(argv)
   try:
     if args.top_k < 1:
       raise PredictError(f"--top_k must be positive, got {args.top_k}")
+    if args.generate:
+      check_sampling(args.generate, args.temperature, args.sample_top_k, args.top_p)
     if not all(prompt.strip() for prompt in args.prompts):  # fail before TensorFlow loads
       raise PredictError(_EMPTY_PROMPT)
     predictor = load_predictor(args.run_dir)
     if predictor.checkpoint_round is not None:
       print(f"note: the run has not finished ({predictor.checkpoint_round} of {predictor.config.rounds} rounds): "
             f"suggestions from its checkpoint of round {predictor.checkpoint_round}", file=sys.stderr)
+    if args.generate:
+      for prompt in args.prompts:
+        text = predictor.generate(prompt, args.generate, args.temperature, args.sample_top_k, args.top_p, args.seed)
+        print(f"{prompt}{'' if predictor.vocab.tokenizer == 'bytes' else ' '}{text}")
+      return 0
     answers = [predictor.top_k(prompt, args.top_k, args.include_special) for prompt in args.prompts]
   except PredictError as e:
     print(f"error: {e}", file=sys.stderr)
