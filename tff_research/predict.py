@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -178,8 +178,14 @@ def load_config(run_dir: str) -> ExperimentConfig:
     raise PredictError(f"{os.path.join(run_dir, HPARAMS_FILE)}: {e}") from None
 
 
-def load_predictor(run_dir: str) -> Predictor:
-  """The final model of the finished run in `run_dir` (`output_dir/experiment_name`)."""
+def load_predictor(run_dir: str, keras_model: Optional[Callable[[int], Any]] = None) -> Predictor:
+  """The model of the run in `run_dir` (`output_dir/experiment_name`): its final weights, else its latest checkpoint.
+
+  Args:
+    run_dir: the run's directory.
+    keras_model: the builder of your own model the run trained (`models.custom`)
+      where it was a Python function rather than `--keras_model`'s path.
+  """
   if not os.path.isdir(run_dir):
     raise PredictError(f"no run directory at {run_dir}")
   config = load_config(run_dir)
@@ -191,9 +197,12 @@ def load_predictor(run_dir: str) -> Predictor:
   weights_path = os.path.join(run_dir, WEIGHTS_FILE)
   from tff_research.learning import checkpoints  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.models import custom as custom_models  # pylint: disable=g-import-not-at-top
   from tff_research.models import nwp as nwp_models  # pylint: disable=g-import-not-at-top
   try:
-    model = nwp_models.build_nwp_model(experiment.model_config(config, vocab.size))
+    builder = experiment.keras_model_builder(config, keras_model)
+    model = (custom_models.build(builder, vocab.size, config.sequence_length) if builder is not None
+             else nwp_models.build_nwp_model(experiment.model_config(config, vocab.size)))
     checkpoint_round = None
     if os.path.isfile(weights_path):
       weights = checkpoints.load_model_weights(weights_path)

@@ -73,6 +73,9 @@ class ExperimentConfig:
   num_oov_buckets: int = setting(1, "next_word: out-of-vocabulary buckets (next_char has one, as TFF)")
   sequence_length: int = setting(20, "tokens (words, or characters for next_char) per training sequence")
   # Model.
+  keras_model: str = setting("", "your own Keras model instead of ours: 'package.module:function', a function of "
+                             "the vocabulary size returning a model from [batch, time] token ids to [batch, time, "
+                             "vocab] logits (models/custom.py); the model-shape settings below are then unused")
   embedding_size: int = setting(96, "token embedding size")
   latent_size: int = setting(670, "LSTM/CIFG units")
   num_layers: int = setting(1, "recurrent layers")
@@ -195,6 +198,9 @@ class ExperimentConfig:
     if (self.shakespeare_unit != shakespeare_lib.DEFAULT_UNIT
         and not tasks_lib.get_task(self.task).takes_shakespeare_unit(self.dataset)):
       raise ValueError(f"--shakespeare_unit applies to {tasks_lib.shakespeare_unit_scope()}")
+    if self.keras_model:  # the import and the name, before any data loads; its shape once the vocabulary is known
+      from tff_research.models import custom  # pylint: disable=g-import-not-at-top
+      custom.resolve(self.keras_model)
     if tasks_lib.get_task(self.task).fixed_vocabulary:
       defaults = ExperimentConfig()
       for name in ("vocab_size", "num_oov_buckets"):

@@ -19,6 +19,7 @@ from tff_research.learning import optimizers as optimizers_lib
 from tff_research.learning import process as process_lib
 from tff_research.learning import training_loop
 from tff_research.learning.config import ExperimentConfig  # pylint: disable=unused-import
+from tff_research.models import custom as custom_models
 from tff_research.models import nwp as nwp_models
 from tff_research.privacy import accounting as dp_accounting_lib
 from tff_research.privacy import aggregators as dp_aggregators
@@ -71,24 +72,43 @@ def model_config(config: ExperimentConfig, vocab_size: int) -> nwp_models.ModelC
       num_layers=config.num_layers, cell=config.cell, lstm_implementation=config.lstm_implementation)
 
 
-def build_model_fn(config: ExperimentConfig, data: nwp.NWPData) -> model_fn_lib.ModelFn:
+def keras_model_builder(config: ExperimentConfig,
+                        keras_model: Optional[custom_models.KerasModelBuilder] = None
+                        ) -> Optional[custom_models.KerasModelBuilder]:
+  """Your own model's builder: `keras_model` if given, else `--keras_model`'s function, else None (ours)."""
+  if keras_model is not None:
+    return keras_model
+  return custom_models.resolve(config.keras_model) if config.keras_model else None
+
+
+def build_model_fn(config: ExperimentConfig, data: nwp.NWPData,
+                   keras_model: Optional[custom_models.KerasModelBuilder] = None) -> model_fn_lib.ModelFn:
   """The configured model for `data`, as the `model_fn` TFF's builders take.
 
   Args:
     config: the run's model settings and seed.
     data: the run's data (vocabulary size, element spec, ids accuracy leaves out).
+    keras_model: your own model's builder (`models.custom`), instead of
+      `--keras_model` or the package's model; checked once here.
 
   Returns:
     A `model_fn.NWPModelFn`.
+
+  Raises:
+    ValueError: one line, for a model that does not fit the task.
   """
+  builder = keras_model_builder(config, keras_model)
+  if builder is not None:
+    custom_models.build_checked(builder, data.vocab.size, config.sequence_length, config.keras_model)
   shape = model_config(config, data.vocab.size)
   output_bias = None
-  if config.output_bias_init == "unigram":
+  if builder is None and config.output_bias_init == "unigram":  # your own model initializes itself
     # A statistic of the train clients' data, computed centrally: a simulation
     # shortcut (a deployment would estimate it with a federated count).
     output_bias = nwp_models.unigram_log_prior(data.train.values(), data.vocab.size, data.vocab.pad_id)
   return model_fn_lib.build_model_fn(shape, data.element_spec, data.accuracy_excluded_ids,
-                                    data.vocab.pad_id, seed=config.seed, output_bias=output_bias)
+                                    data.vocab.pad_id, seed=config.seed, output_bias=output_bias,
+                                    keras_model=builder)
 
 
 def algorithm_config(config: ExperimentConfig) -> process_lib.AlgorithmConfig:
@@ -285,8 +305,8 @@ def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.Mode
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
-                   log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None
-                   ) -> ExperimentResult:
+                   log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None,
+                   keras_model: Optional[custom_models.KerasModelBuilder] = None) -> ExperimentResult:
   """Trains (or resumes) the configured run.
 
   Args:
@@ -295,6 +315,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
     plot: write learning_curve.png into the run directory.
     log: where lines go without a progress bar.
     data: the run's data, if already loaded (`load_nwp_data(config)`).
+    keras_model: your own Keras model's builder (`models.custom`: vocab_size
+      -> model), e.g. a function defined in a notebook; else `--keras_model`.
 
   Returns:
     The run's metrics, final model weights, data, unigram baseline and plot path.
@@ -305,7 +327,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   if config.clients_per_round > len(data.train_client_ids):
     raise ValueError(f"--clients_per_round={config.clients_per_round} is larger than the "
                      f"{len(data.train_client_ids)} train clients of {data.name}")
-  model_fn = build_model_fn(config, data)
+  model_fn = build_model_fn(config, data, keras_model)
   dp = resolve_dp(config, len(data.train_client_ids), model_fn)
   if dp is not None and dp.target_epsilon:
     log(f"--target_epsilon={dp.target_epsilon:g}: noise multiplier {dp.noise_multiplier:.4f} for {config.rounds} "

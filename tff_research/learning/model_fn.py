@@ -4,9 +4,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.metrics import nwp_metrics
+from tff_research.models import custom
 from tff_research.models import nwp as nwp_models
 from tff_research.runtime.eager import in_eager_mode
 
@@ -34,10 +36,17 @@ class NWPModelFn:
   seed: Optional[int] = 0
   output_bias: Any = None
   initialize_in_graph: bool = False
+  keras_model: Optional[custom.KerasModelBuilder] = None  # your own model (`models.custom`) instead of ours
+
+  def _build_keras(self, initialize: bool):
+    if self.keras_model is not None:
+      sequence_length = self.element_spec[0].shape[1] or 1
+      return custom.build(self.keras_model, self.model_config.vocab_size, sequence_length)
+    return nwp_models.build_nwp_model(self.model_config, seed=self.seed, output_bias=self.output_bias,
+                                      initialize=initialize)
 
   def __call__(self) -> tff.learning.models.VariableModel:
-    keras_model = nwp_models.build_nwp_model(self.model_config, seed=self.seed, output_bias=self.output_bias,
-                                             initialize=self.initialize_in_graph)
+    keras_model = self._build_keras(self.initialize_in_graph)
     return tff.learning.models.from_keras_model(
         keras_model,
         loss=nwp_metrics.MaskedSparseCategoricalCrossentropy(self.pad_id),
@@ -47,8 +56,9 @@ class NWPModelFn:
 
   def initial_weights(self) -> tff.learning.models.ModelWeights:
     """The seeded initial weights, in the order of the TFF model's variables."""
-    build = in_eager_mode(nwp_models.build_nwp_model)
-    keras_model = build(self.model_config, seed=self.seed, output_bias=self.output_bias)
+    if self.keras_model is not None and self.seed is not None:
+      tf.keras.utils.set_random_seed(self.seed)  # your model's initializers: the same weights every run
+    keras_model = in_eager_mode(self._build_keras)(True)
     return tff.learning.models.ModelWeights(
         trainable=[v.numpy() for v in keras_model.trainable_weights],
         non_trainable=[v.numpy() for v in keras_model.non_trainable_weights])
@@ -57,7 +67,8 @@ class NWPModelFn:
 def build_model_fn(model_config: nwp_models.ModelConfig, element_spec: Any,
                    special_ids: tuple[int, ...], pad_id: int = 0,
                    seed: Optional[int] = 0, output_bias=None,
-                   initialize_in_graph: bool = False) -> NWPModelFn:
+                   initialize_in_graph: bool = False,
+                   keras_model: Optional[custom.KerasModelBuilder] = None) -> NWPModelFn:
   """A no-arg builder of a `tff.learning` model wrapping the Keras NWP model.
 
   Args:
@@ -69,10 +80,13 @@ def build_model_fn(model_config: nwp_models.ModelConfig, element_spec: Any,
     output_bias: the logits' initial bias (see `models.nwp.unigram_log_prior`).
     initialize_in_graph: keep the real initializers inside TFF's computations
       (slower: benchmarks/round_overhead.py measures the difference).
+    keras_model: your own model's builder (`models.custom`), called with the
+      vocabulary size; `model_config` then gives only that size, and your
+      model's own initializers run (seeded by `seed` for the initial weights).
 
   Returns:
     An `NWPModelFn`: call it for a `tff.learning` model; `initial_weights()`
     gives the seeded weights.
   """
   return NWPModelFn(model_config, element_spec, special_ids, pad_id, seed, output_bias,
-                    initialize_in_graph)
+                    initialize_in_graph, keras_model)
