@@ -75,3 +75,18 @@ def test_the_package_leaves_matplotlibs_backend_alone(python_env, repo_root, tmp
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.split() == ["svg", "svg"]
   assert os.path.getsize(tmp_path / "a.png") > 1000
+
+
+def test_importing_the_package_in_the_readmes_order_prints_nothing(python_env, repo_root):
+  """The README's notebook snippet imports the package before `configure_logging`: TF's C++ start-up lines
+  (cuda stubs, factory registrations) must not come through, unless the user set the log level themselves."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in python_env.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  probe = "from tff_research import predict, runtime\nfrom tff_research.learning import experiment\nprint('ok')"
+  done = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, env=env, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert done.returncode == 0 and done.stdout.strip() == "ok" and done.stderr == "", done.stderr[-2000:]
+  loud = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert "tensorflow" in loud.stderr  # the user's own setting wins
