@@ -61,6 +61,22 @@ def test_prompt_is_encoded_without_eos_and_cut_to_the_training_window(run_dir):
 def test_reads_the_files_the_experiment_writes():
   assert predict.VOCAB_FILE == experiment.VOCAB_FILE
   assert predict.WEIGHTS_FILE == checkpoints.FINAL_WEIGHTS_FILE
+  assert predict.BASELINE_FILE == experiment.BASELINE_FILE
+
+
+def test_a_model_below_the_unigram_baseline_says_so(run_dir, tmp_path, python_env, repo_root):
+  with open(os.path.join(run_dir, predict.BASELINE_FILE), encoding="utf-8") as f:
+    figures = json.load(f)
+  assert figures["round"] == 2 and figures["eval_clients"] == 4
+  below = figures["accuracy"] <= figures["unigram_accuracy"]
+  assert (predict.below_baseline_note(run_dir) is not None) == below
+  for accuracy, noted in ((0.0, True), (figures["unigram_accuracy"] + 0.01, False)):
+    copy = tmp_path / f"acc{accuracy}"
+    shutil.copytree(run_dir, copy)
+    (copy / predict.BASELINE_FILE).write_text(json.dumps(dict(figures, accuracy=accuracy)))
+    done = _cli(python_env, repo_root, str(copy), "my good")
+    assert done.returncode == 0, done.stderr
+    assert ("is at or below the unigram baseline" in done.stderr) == noted
 
 
 def test_an_unfinished_run_suggests_from_its_latest_checkpoint_and_says_so(run_dir, tmp_path, python_env,

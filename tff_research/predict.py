@@ -29,6 +29,7 @@ from tff_research.learning.config import ExperimentConfig
 HPARAMS_FILE = "hparams.json"
 VOCAB_FILE = "vocab.json"              # the name `learning.experiment` writes
 WEIGHTS_FILE = "model_weights.npz"     # `learning.checkpoints.FINAL_WEIGHTS_FILE`
+BASELINE_FILE = "baseline.json"        # `learning.experiment.BASELINE_FILE`
 
 
 class PredictError(ValueError):
@@ -151,6 +152,20 @@ def sample_next_id(probs: np.ndarray, rng: np.random.Generator, vocab: vocab_lib
     keep = int(np.searchsorted(np.cumsum(weights), top_p) + 1)  # the fewest whose mass reaches top_p
     order, weights = order[:keep], weights[:keep] / weights[:keep].sum()
   return int(order[rng.choice(len(order), p=weights)])
+
+
+def below_baseline_note(run_dir: str) -> Optional[str]:
+  """A line saying the run's final model is at or below the unigram baseline, or None (above it, or unknown)."""
+  try:
+    with open(os.path.join(run_dir, BASELINE_FILE), encoding="utf-8") as f:
+      figures = json.load(f)
+    accuracy, unigram = float(figures["accuracy"]), float(figures["unigram_accuracy"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  if accuracy > unigram:
+    return None
+  return (f"note: this model's test accuracy {accuracy:.4f} after {figures.get('round', '?')} rounds is at or below "
+          f"the unigram baseline {unigram:.4f}: it has not learned yet, and suggests mostly the most frequent words")
 
 
 def _read_text(run_dir: str, name: str, what: str) -> str:
@@ -283,6 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not all(prompt.strip() for prompt in args.prompts):  # fail before TensorFlow loads
       raise PredictError(_EMPTY_PROMPT)
     predictor = load_predictor(args.run_dir)
+    note = below_baseline_note(args.run_dir) if predictor.checkpoint_round is None else None
+    if note:
+      print(note, file=sys.stderr)
     if predictor.checkpoint_round is not None:
       print(f"note: the run has not finished ({predictor.checkpoint_round} of {predictor.config.rounds} rounds): "
             f"suggestions from its checkpoint of round {predictor.checkpoint_round}", file=sys.stderr)

@@ -6,6 +6,7 @@ call. Logic lives here, the scripts only parse flags.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Optional
 
@@ -28,6 +29,8 @@ from tff_research.privacy import ddgauss_accounting
 from tff_research.privacy import distributed
 
 VOCAB_FILE = "vocab.json"
+# The final test accuracy beside the unigram baseline's on the same clients (`predict` says when it is below).
+BASELINE_FILE = "baseline.json"
 
 
 @dataclasses.dataclass
@@ -348,6 +351,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   unigram = nwp.unigram_baseline_accuracy(data, "test", run.eval_client_ids)
+  with open(os.path.join(config.run_dir, BASELINE_FILE), "w", encoding="utf-8") as f:
+    json.dump({"round": run.rounds_completed, "accuracy": run.final_eval.get("accuracy"),
+               "unigram_accuracy": unigram, "eval_clients": len(run.eval_client_ids)}, f)
   plot_path = None
   if plot:
     from tff_research import plots  # pylint: disable=g-import-not-at-top
