@@ -148,8 +148,9 @@ def _tff_reference(z, n, bits, value_type, rounds_of_values):
   """TFF's DistributedDpSumFactory (the distributed discrete Gaussian, Hadamard rotation) in TFF's test
   context, where its secure sum is a plain sum: each round's decoded sum, and the last round's measurements."""
   from tensorflow_federated.python.aggregators import distributed_dp  # pylint: disable=g-import-not-at-top
-  context = tff.backends.test.create_sync_test_cpp_execution_context()
-  with tff.framework.get_context_stack().install(context):
+
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  with runtime.tff_test_context():  # its worker is killed by pid when the block ends
     process = distributed_dp.DistributedDpSumFactory(
         noise_multiplier=z, expected_clients_per_round=n, bits=bits, l2_clip=CLIP, beta=math.exp(-0.5),
         mechanism="distributed_dgauss", rotation_type="hd").create(tff.types.to_type(value_type))

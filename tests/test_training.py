@@ -60,6 +60,20 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(smoke):
   assert [r["train/loss"] for r in straight_rows] == [r["train/loss"] for r in rows]
 
 
+def test_metrics_csv_has_one_column_order_whatever_the_evaluation_schedule(smoke):
+  """Evaluating every round or only at the end: TFF's manager would put eval/ columns where they first came."""
+  import csv  # pylint: disable=g-import-not-at-top
+  config, data = smoke
+  headers = []
+  for name, every in (("every_round", 1), ("at_the_end", 3)):
+    result = _run(config, data, experiment_name=name, rounds=3, eval_every=every)
+    with open(os.path.join(result.run.run_dir, "metrics.csv"), encoding="utf-8", newline="") as f:
+      headers.append(next(csv.reader(f)))
+  assert headers[0] == headers[1]
+  assert headers[0][0] == "round" and headers[0][1:] == sorted(headers[0][1:])
+  assert "eval/accuracy" in headers[0] and "train/loss" in headers[0]
+
+
 def test_completed_run_is_not_trained_again(smoke):
   config, data = smoke
   _run(config, data, experiment_name="complete", rounds=1)

@@ -2,7 +2,7 @@
 
 Outputs of a run live in one directory (`output_dir/experiment_name/`):
   hparams.json       the configuration (a rerun with other settings is refused)
-  metrics.csv        one row per round (tff.program.CSVFileReleaseManager)
+  metrics.csv        one row per round (`SortedCSVReleaseManager`: the round, then the columns sorted)
   tensorboard/       the same metrics as TensorBoard events
   checkpoints/       server state per round (round_N/state.npz through a
                      tff.program.FileProgramStateManager subclass, written
@@ -157,6 +157,20 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
   return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
 
 
+class SortedCSVReleaseManager(tff.program.CSVFileReleaseManager):
+  """TFF's CSV release manager with one column order for every run: the key, then the other columns sorted.
+
+  TFF's appends a column where a record first brings it (e.g. the first
+  evaluation round), so two runs' files differed in order with their
+  evaluation schedules. It rewrites the whole file whenever a column is new;
+  that rewrite sorts here, and appended rows follow the file's header.
+  """
+
+  def _write_values(self, fieldnames, values) -> None:
+    key = self._key_fieldname
+    super()._write_values([key, *sorted(name for name in fieldnames if name != key)], values)
+
+
 class RunFiles:
   """Where a run's outputs go: a program state manager, and release managers for the metrics.
 
@@ -176,7 +190,7 @@ class RunFiles:
         keep_first=False)
     self.metrics_path = os.path.join(run_dir, "metrics.csv")
     self._releases = list(releases) if releases is not None else [
-        tff.program.CSVFileReleaseManager(self.metrics_path, key_fieldname="round"),
+        SortedCSVReleaseManager(self.metrics_path, key_fieldname="round"),
         tff.program.TensorBoardReleaseManager(os.path.join(run_dir, "tensorboard"))]
 
   def restore(self, initial_state) -> tuple[Any, int]:

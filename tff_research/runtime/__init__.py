@@ -1,6 +1,7 @@
 """Execution contexts and the TFF worker processes they own."""
 from tff_research.runtime.context import local_runtime
 from tff_research.runtime.context import shutdown
+from tff_research.runtime.context import tff_test_context
 from tff_research.runtime.context import use_local_runtime
 from tff_research.runtime.context import use_remote_workers
 from tff_research.runtime.logs import configure_logging
@@ -12,6 +13,7 @@ from tff_research.runtime.workers import stop_all_workers
 __all__ = [
     "local_runtime",
     "shutdown",
+    "tff_test_context",
     "use_local_runtime",
     "use_remote_workers",
     "configure_logging",

@@ -222,3 +222,34 @@ def local_runtime(**kwargs) -> Iterator[list[workers_lib.ManagedWorker]]:
     yield use_local_runtime(**kwargs)
   finally:
     shutdown()
+
+
+@contextlib.contextmanager
+def tff_test_context() -> Iterator[None]:
+  """TFF's own test context (its secure intrinsics become plain sums) installed for the `with` block only.
+
+  TFF's context starts a `worker_binary` of its own and, when garbage-collected,
+  sends it SIGINT and waits: a process started with SIGINT ignored (a
+  background job, as CI may run the suite) would wait forever, at whatever
+  moment the collector runs. So the workers it started are killed by pid when
+  the block ends, and the later wait returns at once.
+  """
+  import psutil  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  def worker_pids() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)
+            if "worker_binary" in " ".join(child.cmdline()[:1])}
+
+  before = worker_pids()
+  context = tff.backends.test.create_sync_test_cpp_execution_context()
+  try:
+    with tff.framework.get_context_stack().install(context):
+      yield
+  finally:
+    for pid in worker_pids() - before:
+      try:
+        psutil.Process(pid).kill()
+      except psutil.Error:
+        continue
+
