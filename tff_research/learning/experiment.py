@@ -6,6 +6,7 @@ call. Logic lives here, the scripts only parse flags.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Optional
@@ -188,12 +189,18 @@ def distributed_parameters(config: ExperimentConfig, dp: dp_config_lib.DpConfig,
   Raises:
     ValueError: one line, where `--secure_bits` are too few for it.
   """
-  dim = sum(int(weight.size) for weight in model_fn.initial_weights().trainable)
+  dim = _update_coordinates(model_fn)
   try:
     min_clients = distributed.min_survivors(config.clients_per_round, config.secure_sum_config())
     return distributed.ddgauss_parameters(dp, dim, config.clients_per_round, min_clients, distributed_bits(config))
   except ValueError as e:
     raise ValueError(f"--dp=distributed: {e}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _update_coordinates(model_fn: model_fn_lib.ModelFn) -> int:
+  """The trainable coordinates of the model (what a client's update has); builds the model once per model_fn."""
+  return sum(int(weight.size) for weight in model_fn.initial_weights().trainable)
 
 
 def _calibrate_distributed(config: ExperimentConfig, dp: dp_config_lib.DpConfig, num_train_clients: int,
