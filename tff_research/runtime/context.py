@@ -234,22 +234,12 @@ def tff_test_context() -> Iterator[None]:
   moment the collector runs. So the workers it started are killed by pid when
   the block ends, and the later wait returns at once.
   """
-  import psutil  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-
-  def worker_pids() -> set[int]:
-    return {child.pid for child in psutil.Process().children(recursive=True)
-            if "worker_binary" in " ".join(child.cmdline()[:1])}
-
-  before = worker_pids()
+  before = frozenset(child.pid for child in workers_lib.worker_binary_children())  # ours, e.g. the runtime's
   context = tff.backends.test.create_sync_test_cpp_execution_context()
   try:
     with tff.framework.get_context_stack().install(context):
       yield
   finally:
-    for pid in worker_pids() - before:
-      try:
-        psutil.Process(pid).kill()
-      except psutil.Error:
-        continue
+    workers_lib.reap_stray_workers(keep=before)
 

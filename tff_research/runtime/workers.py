@@ -221,19 +221,32 @@ def worker_cpu_seconds() -> float:
   return total
 
 
-def reap_stray_workers() -> list[int]:
-  """Kills `worker_binary` processes that are descendants of this process."""
-  killed = []
+def worker_binary_children() -> list:
+  """The `worker_binary` processes that descend from this one (psutil processes; empty if it cannot look)."""
   try:
     import psutil  # pylint: disable=g-import-not-at-top
     children = psutil.Process(os.getpid()).children(recursive=True)
   except Exception:  # pylint: disable=broad-except
-    return killed
+    return []
+  found = []
   for child in children:
     try:
       if "worker_binary" in " ".join(child.cmdline()[:1]):
-        child.kill()
-        killed.append(child.pid)
+        found.append(child)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return found
+
+
+def reap_stray_workers(keep: frozenset[int] = frozenset()) -> list[int]:
+  """Kills the `worker_binary` processes that descend from this process, but those in `keep`; returns their pids."""
+  killed = []
+  for child in worker_binary_children():
+    if child.pid in keep:
+      continue
+    try:
+      child.kill()
+      killed.append(child.pid)
     except Exception:  # pylint: disable=broad-except
       continue
   return killed
