@@ -229,3 +229,25 @@ def test_a_dp_ftrl_run_goes_through_shuffled_epochs_and_records_its_tree_account
   calibrated = experiment.resolve_dp(dataclasses.replace(config, target_epsilon=10.0), len(data.train_client_ids))
   assert 9.9 <= accounting.tree_epsilon(3, noise_multiplier=calibrated.noise_multiplier, rounds_per_epoch=per_epoch,
                                         delta=calibrated.delta) <= 10.0
+
+
+def test_the_adaptive_clip_tffs_factory_measures_is_recorded_every_round(smoke):
+  """The aggregator's own measurement (TFF's `dp_query_metrics/clip`) reaches metrics.csv.
+
+  Every update of the smoke model is far below a clip of 100, so each round
+  the unclipped share is 1 and the geometric update (Andrew et al. 2021)
+  moves the clip by exp(-clip_learning_rate x (1 - target quantile)); the
+  tiny noise on the count barely shifts it.
+  """
+  config, data = smoke
+  config = dataclasses.replace(config, experiment_name="dp_adaptive", rounds=3, dp="central", dp_clip=100.0,
+                               dp_adaptive_clip=True, dp_noise_multiplier=0.01)
+  experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
+  rows = training_loop.read_metrics_csv(os.path.join(config.run_dir, "metrics.csv"))
+  clips = [row["dp_query_metrics/clip"] for row in rows]
+  dp = config.dp_config()
+  step = math.exp(-dp.clip_learning_rate * (1.0 - dp.target_unclipped_quantile))
+  assert len(clips) == 3
+  for earlier, later in zip(clips, clips[1:]):
+    assert later / earlier == pytest.approx(step, rel=2e-2)
+  assert clips[0] == pytest.approx(100.0 * step, rel=2e-2) or clips[0] == pytest.approx(100.0, rel=1e-6)

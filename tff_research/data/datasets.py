@@ -11,6 +11,11 @@ Only Shakespeare is cached: Stack Overflow's SQLite file already is an indexed
 store, and a custom corpus is re-read on every load, so an edited file never
 gives stale data. Keyword `options` go to the corpus' loader (`max_clients`;
 `min_words`, `train_fraction`, `split`, textdir's `text_unit`).
+
+`heldout_clients` takes a share of the clients out of training whole
+(`splits.hold_out_users`). Stack Overflow brings its own held-out users, TFF's
+`heldout` split (user id % 10 == 0, all dates), so there it must be 0 or
+`STACKOVERFLOW_HELDOUT_SHARE` and reads that split.
 """
 from __future__ import annotations
 
@@ -19,10 +24,13 @@ from typing import Any, Callable, Optional
 
 from tff_research.data import federated_text
 from tff_research.data import shakespeare
+from tff_research.data import splits
 
 FederatedText = federated_text.FederatedText
 DataError = federated_text.DataError
 
+# TFF's heldout split: the users whose id is divisible by 10.
+STACKOVERFLOW_HELDOUT_SHARE = 0.1
 FORMS = ("shakespeare", "stackoverflow", "stackoverflow:max_clients=N", "jsonl:PATH", "textdir:PATH")
 _OPTIONS = {
     "shakespeare": (),
@@ -71,9 +79,21 @@ def _parse_name(name: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def load_federated_text(name: str, data_dir: Optional[str] = None, verbose: bool = True,
-                        **options: Any) -> FederatedText:
-  """The corpus `name` (a form in FORMS); prints its summary line when `verbose`."""
+                        heldout_clients: float = 0.0, **options: Any) -> FederatedText:
+  """The corpus `name` (a form in FORMS); prints its summary line when `verbose`.
+
+  Args:
+    name: a form in FORMS.
+    data_dir: where corpora are cached or read (None: the default).
+    verbose: print the corpus's summary line.
+    heldout_clients: the share of clients held out whole from training (see the module docstring).
+    **options: the corpus loader's options.
+
+  Returns:
+    The corpus, held-out clients in `heldout`.
+  """
   kind, path, name_options = _parse_name(name)
+  check_heldout(kind, heldout_clients)
   options = {**name_options, **options}
   unknown = sorted(set(options) - set(_OPTIONS[kind]))
   if unknown:
@@ -84,16 +104,27 @@ def load_federated_text(name: str, data_dir: Optional[str] = None, verbose: bool
     corpus, source = _load_cached(kind, data_dir)
   elif kind == "stackoverflow":
     from tff_research.data import stackoverflow  # pylint: disable=g-import-not-at-top
-    corpus = stackoverflow.load(data_dir, **options)
+    corpus = stackoverflow.load(data_dir, heldout=heldout_clients > 0, **options)
     source = f"read from {stackoverflow.database_path(data_dir)}"
   else:
     from tff_research.data import user_corpus  # pylint: disable=g-import-not-at-top
     loader = user_corpus.load_jsonl if kind == "jsonl" else user_corpus.load_textdir
     corpus = loader(path, **options)
     source = f"read from {path}, not cached"
+  if kind != "stackoverflow":
+    corpus = splits.hold_out_users(corpus, heldout_clients)
   if verbose:
     print(f"{corpus.summary()} [{source}]", flush=True)
   return corpus
+
+
+def check_heldout(dataset: str, heldout_clients: float) -> None:
+  """ValueError (one line) for a held-out share the corpus `dataset` (a FORMS name or its kind) cannot give."""
+  splits.check_share("heldout_clients", heldout_clients)
+  if (dataset.partition(":")[0] == "stackoverflow"
+      and heldout_clients not in (0, STACKOVERFLOW_HELDOUT_SHARE)):
+    raise ValueError(f"heldout_clients on stackoverflow is TFF's heldout split, a tenth of the users: use "
+                     f"{STACKOVERFLOW_HELDOUT_SHARE:g} (or 0 for none); got {heldout_clients:g}")
 
 
 def _load_cached(name: str, data_dir: str) -> tuple[FederatedText, str]:

@@ -1,6 +1,7 @@
 """Federated text: each client is one speaker or user with a list of texts.
 
-`FederatedText` keeps raw texts per client for a train and a test split. It is
+`FederatedText` keeps raw texts per client for a train and a test split, and
+optionally the texts of held-out clients that training never sees. It is
 the common form every corpus is converted to (Shakespeare by role here; other
 corpora plug in the same way), cached on disk as JSON so a second run starts at
 once.
@@ -40,16 +41,21 @@ class FederatedText:
   vocab_words: Optional[list[str]] = None  # most frequent first; None = count the train split
   window_split: Optional[float] = None     # train fraction of each client's windows (by_window)
   split_note: str = ""                     # which split was used and why (`splits.split_clients`)
+  # Clients never trained on and not in the vocabulary: all their texts (`splits.hold_out_users`,
+  # Stack Overflow's heldout split).
+  heldout: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   @property
   def client_ids(self) -> list[str]:
     return sorted(self.train)
 
   def summary(self) -> str:
-    texts = [t for split in (self.train, self.test) for v in split.values() for t in v]
+    texts = [t for split in (self.train, self.test, self.heldout) for v in split.values() for t in v]
     words = sum(len(vocab_lib.tokenize(t, self.tokenizer)) for t in texts)
     clients = (_count(len(self.train), "client") if self.window_split is not None
                else f"{_count(len(self.train), 'train client')}, {_count(len(self.test), 'test client')}")
+    if self.heldout:
+      clients += f", {_count(len(self.heldout), 'held-out client')}"
     note = f" ({self.split_note})" if self.split_note else ""
     unit = "character" if self.tokenizer == "bytes" else "word"
     return f"{self.name}: {clients}{note}, {_count(len(texts), 'text')}, {_count(words, unit)}"
@@ -58,7 +64,8 @@ class FederatedText:
     """Writes atomically (temp file + rename): a crash never leaves half a cache."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = {"version": CACHE_VERSION, "name": self.name, "train": self.train, "test": self.test,
-               "tokenizer": self.tokenizer, "truncate": self.truncate, "vocab_words": self.vocab_words}
+               "tokenizer": self.tokenizer, "truncate": self.truncate, "vocab_words": self.vocab_words,
+               "heldout": self.heldout}
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       json.dump(payload, f)
@@ -75,7 +82,8 @@ class FederatedText:
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
       return None
     return cls(payload["name"], payload["train"], payload["test"], payload.get("tokenizer", "words"),
-               bool(payload.get("truncate", False)), payload.get("vocab_words"))
+               bool(payload.get("truncate", False)), payload.get("vocab_words"),
+               heldout=payload.get("heldout") or {})
 
 
 def _count(number: int, noun: str) -> str:

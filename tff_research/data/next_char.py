@@ -81,7 +81,7 @@ def build_char_data(corpus: federated_text.FederatedText,
   if not train:
     raise federated_text.DataError(f"{corpus.name}: no train client has any text")
   return nwp.NWPData(vocab, sequence_length, train, test, f"{corpus.name} (characters)",
-                     excluded_ids=(vocab.pad_id,))
+                     excluded_ids=(vocab.pad_id,), heldout=encode(corpus.heldout))
 
 
 def split_last_share(texts_by_client: Iterable[tuple[str, list[str]]], name: str,

@@ -17,9 +17,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_research.data import federated_text
+from tff_research.data import splits
 from tff_research.data import vocab as vocab_lib
 
 DataError = federated_text.DataError
+# `train` trains; `validation` (`NWPData.split_validation`) is what tuning reads;
+# `test` is evaluated; `heldout` holds clients training never saw.
+SPLITS = ("train", "validation", "test", "heldout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +51,7 @@ def client_seed(seed: int, round_num: int, client_id: str) -> int:
 
 @dataclasses.dataclass
 class NWPData:
-  """Token windows per client for train and test, and the vocabulary."""
+  """Token windows per client for each of SPLITS, and the vocabulary."""
   vocab: vocab_lib.Vocabulary
   sequence_length: int
   train: dict[str, np.ndarray]
@@ -56,6 +60,8 @@ class NWPData:
   # Ids that accuracy leaves out; None = all special ids (pad, OOV, BOS, EOS),
   # as TFF's word baselines do. TFF's character baseline leaves out padding only.
   excluded_ids: Optional[tuple[int, ...]] = None
+  heldout: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  validation: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @property
   def accuracy_excluded_ids(self) -> tuple[int, ...]:
@@ -68,6 +74,18 @@ class NWPData:
   @property
   def test_client_ids(self) -> list[str]:
     return sorted(self.test)
+
+  def client_ids(self, split: str) -> list[str]:
+    """The clients with windows in `split` (one of SPLITS), sorted."""
+    return sorted(self._split(split))
+
+  def split_validation(self, share: float) -> None:
+    """Moves `share` of the test clients (`splits.validation_ids`) to `validation`; 0 does nothing."""
+    if self.validation:
+      raise ValueError(f"{self.name} already has a validation split")
+    chosen = splits.validation_ids(self.test, share)
+    self.validation = {c: self.test[c] for c in chosen}
+    self.test = {c: rows for c, rows in self.test.items() if c not in self.validation}
 
   @property
   def element_spec(self):
@@ -97,9 +115,9 @@ class NWPData:
     return [self.client_dataset(c, spec, split, seed, round_num) for c in client_ids]
 
   def _split(self, split: str) -> dict[str, np.ndarray]:
-    if split not in ("train", "test"):
-      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return self.train if split == "train" else self.test
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    return getattr(self, split)
 
   def to_client_data(self, split: str = "train") -> tff.simulation.datasets.ClientData:
     """The split as a `tff.simulation.datasets.ClientData` of unbatched (x, y) windows."""
@@ -170,7 +188,7 @@ def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000
         out[client_id] = rows
     return out
 
-  train, test = encode(corpus.train), encode(corpus.test)
+  train, test, heldout = encode(corpus.train), encode(corpus.test), encode(corpus.heldout)
   if cuts is not None:
     test = {c: rows[cuts[c]:] for c, rows in train.items() if cuts[c] < len(rows)}
     train = {c: rows[:cuts[c]] for c, rows in train.items()}
@@ -180,7 +198,7 @@ def build_nwp_data(corpus: federated_text.FederatedText, vocab_size: int = 10000
                       "another --split)")
   if not train:
     raise DataError(f"{corpus.name}: no train client has any words")
-  return NWPData(vocab, sequence_length, train, test, corpus.name)
+  return NWPData(vocab, sequence_length, train, test, corpus.name, heldout=heldout)
 
 
 def _window_cuts(corpus: federated_text.FederatedText, sequence_length: int):

@@ -18,6 +18,13 @@
 
 `split_clients` returns a `FederatedText` whose `split_note` says which
 policy was used and why; the loaders print it in their summary line.
+
+Apart from the policy, `hold_out_users` takes a share of the clients out of
+training altogether (their texts are neither trained on nor counted for the
+vocabulary; they are evaluated as `heldout/` in metrics.csv), for any corpus;
+and `validation_ids` picks the test clients that tuning evaluates on, leaving
+the rest for a test the training loop evaluates only once, at the end. Both
+choose by a salted hash of the client id, like `by_client`.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ DEFAULT_SPLIT = "auto"
 DEFAULT_TRAIN_FRACTION = 0.8
 AUTO_MIN_TEST_CLIENTS = 10
 _SALT = b"tff_research/split/v1/"
+_HELDOUT_SALT = b"tff_research/heldout/v1/"
+_VALIDATION_SALT = b"tff_research/validation/v1/"
 
 DataError = federated_text.DataError
 
@@ -42,6 +51,59 @@ def check_split(policy: str, train_fraction: float) -> None:
     raise ValueError(f"split must be one of: {', '.join(SPLITS)}; got {policy!r}")
   if not (isinstance(train_fraction, (int, float)) and 0.0 < train_fraction < 1.0):
     raise ValueError(f"train_fraction must be in (0, 1), the rest being the test split; got {train_fraction}")
+
+
+def check_share(name: str, share: float) -> None:
+  """ValueError (one line naming `name`) unless 0 <= share < 1."""
+  if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share < 1.0):
+    raise ValueError(f"{name} must be in [0, 1), the share of clients it takes; got {share!r}")
+
+
+def hash_ranked(client_ids, salt: bytes) -> list[str]:
+  """`client_ids` in the order of a salted SHA-256 of each id: the same on every run, whatever the file order."""
+  return sorted(client_ids, key=lambda c: hashlib.sha256(salt + c.encode("utf-8")).digest())
+
+
+def _share_of(count: int, share: float) -> int:
+  """round(share * count), at least one where share > 0, and never all `count`."""
+  return 0 if share == 0 else min(count - 1, max(1, round(share * count)))
+
+
+def hold_out_users(corpus: federated_text.FederatedText, share: float) -> federated_text.FederatedText:
+  """Moves `share` of the corpus' clients, all their texts, to `corpus.heldout`; returns the corpus.
+
+  Chosen by a salted hash of the id among every client of the corpus (train
+  and test), so the choice does not depend on the split policy. A corpus that
+  already brings held-out users (Stack Overflow's heldout split) is refused:
+  two definitions of one set would disagree.
+
+  Raises:
+    DataError: one line, where no train client would be left.
+  """
+  check_share("heldout_clients", share)
+  if not share:
+    return corpus
+  if corpus.heldout:
+    raise DataError(f"{corpus.name} brings its own held-out users ({len(corpus.heldout):,} clients)")
+  ids = sorted(set(corpus.train) | set(corpus.test))
+  held = set(hash_ranked(ids, _HELDOUT_SALT)[:_share_of(len(ids), share)])
+  if not held or not set(corpus.train) - held:
+    raise DataError(f"{corpus.name}: holding out {share:g} of {len(ids):,} clients leaves no train client")
+  corpus.heldout = {c: corpus.train.get(c, []) + corpus.test.get(c, []) for c in sorted(held)}
+  corpus.train = {c: t for c, t in corpus.train.items() if c not in held}
+  corpus.test = {c: t for c, t in corpus.test.items() if c not in held}
+  note = f"{len(held):,} of {len(ids):,} clients held out whole from training"
+  corpus.split_note = f"{corpus.split_note}; {note}" if corpus.split_note else note
+  return corpus
+
+
+def validation_ids(test_client_ids, share: float) -> list[str]:
+  """The `share` of the test clients (by salted hash, at least one, never all) that tuning evaluates on."""
+  check_share("validation_fraction", share)
+  ids = sorted(test_client_ids)
+  if share and len(ids) < 2:
+    raise DataError(f"a validation share needs at least 2 test clients to divide; there are {len(ids)}")
+  return sorted(hash_ranked(ids, _VALIDATION_SALT)[:_share_of(len(ids), share)])
 
 
 def split_clients(texts_by_client: Sequence[tuple[str, list[str]]], name: str, policy: str = DEFAULT_SPLIT,
@@ -105,9 +167,9 @@ def _check_clients_to_hold_out(name: str, clients, several: int, policy: str) ->
 
 def _hold_out_clients(clients, name: str, train_fraction: float, why: str) -> federated_text.FederatedText:
   n = len(clients)
-  held = min(n - 1, max(1, round((1 - train_fraction) * n)))
-  ranked = sorted(clients, key=lambda item: hashlib.sha256(_SALT + item[0].encode("utf-8")).digest())
-  test = dict(ranked[:held])
+  held = _share_of(n, 1 - train_fraction)
+  by_id = dict(clients)
+  test = {c: by_id[c] for c in hash_ranked(by_id, _SALT)[:held]}
   train = {c: texts for c, texts in clients if c not in test}
   corpus = federated_text.FederatedText(name, train, test)
   reason = f"{why}, so " if why else ""

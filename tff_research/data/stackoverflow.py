@@ -221,17 +221,27 @@ def _parse_word_counts(f: io.BufferedIOBase, where: str, max_words: int) -> list
   return list(words)
 
 
-def load(data_dir: str, max_clients: Optional[int] = None) -> federated_text.FederatedText:
+def load(data_dir: str, max_clients: Optional[int] = None, heldout: bool = False) -> federated_text.FederatedText:
   """Stack Overflow as FederatedText: `train` split -> train texts, `test` split -> test texts.
 
-  `max_clients` caps each split separately to its first clients in sorted id
-  order (TFF's order); None reads every client, which for the full file needs
-  tens of GB of memory. The `heldout` split is not used.
+  Args:
+    data_dir: the folder holding `stackoverflow.sqlite`.
+    max_clients: caps each split separately to its first clients in sorted id
+      order (TFF's order); None reads every client, which for the full file
+      needs tens of GB of memory.
+    heldout: also read the `heldout` split (users never in train, all dates)
+      into `heldout`.
+
+  Returns:
+    The corpus.
   """
   path = database_path(data_dir)
   train = dict(iter_client_texts(path, "train", max_clients))
   if not train:
     raise DataError(f"{path}: the 'train' split has no examples")
   test = dict(iter_client_texts(path, "test", max_clients))
+  held = dict(iter_client_texts(path, "heldout", max_clients)) if heldout else {}
+  if heldout and not held:
+    raise DataError(f"{path}: the 'heldout' split has no examples")
   return federated_text.FederatedText("stackoverflow", train, test, tokenizer="whitespace",
-                                      truncate=True, vocab_words=read_word_counts(data_dir))
+                                      truncate=True, vocab_words=read_word_counts(data_dir), heldout=held)

@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from tff_research import tasks as tasks_lib
 from tff_research.aggregation import config as secure_config_lib
+from tff_research.data import datasets as datasets_lib
 from tff_research.data import shakespeare as shakespeare_lib
+from tff_research.data import splits as splits_lib
 from tff_research.learning import dropouts as dropouts_lib
 from tff_research.privacy import config as dp_config_lib
 
@@ -68,6 +70,12 @@ class ExperimentConfig:
                        "token windows of each client); see docs/data.md")
   text_unit: str = setting("line", "textdir: a text is a line, or a blank-line separated paragraph "
                            "(hard-wrapped prose)")
+  heldout_clients: float = setting(0.0, "share of clients held out whole: never trained on, not in the "
+                                   "vocabulary, evaluated as heldout/ in metrics.csv (stackoverflow: 0.1 reads "
+                                   "TFF's heldout split)")
+  validation_fraction: float = setting(0.0, "share of the test clients evaluated every --eval_every rounds as "
+                                       "validation/ (what tuning reads); the other test clients are evaluated "
+                                       "only at the end")
   vocab_size: int = setting(10000, "next_word: number of words in the vocabulary (most frequent train words); "
                             "next_char uses TFF's 86 characters")
   num_oov_buckets: int = setting(1, "next_word: out-of-vocabulary buckets (next_char has one, as TFF)")
@@ -177,6 +185,7 @@ class ExperimentConfig:
     for name in ("max_elements_per_client", "eval_clients"):
       if getattr(self, name) < 0:
         raise ValueError(f"--{name} must be 0 or positive, got {getattr(self, name)}")
+    self._validate_evaluation_sets()
     if not 0.0 <= self.server_beta_2 < 1.0:
       raise ValueError(f"--server_beta_2 must be in [0, 1), got {self.server_beta_2}")
     if not self.server_initial_accumulator >= 0.0:
@@ -211,6 +220,13 @@ class ExperimentConfig:
       self._validate_secure()
     self._validate_dp()
     self._validate_corpus_options()
+
+  def _validate_evaluation_sets(self) -> None:
+    try:
+      splits_lib.check_share("validation_fraction", self.validation_fraction)
+      datasets_lib.check_heldout(self.dataset, self.heldout_clients)
+    except ValueError as e:
+      raise ValueError(f"--{e}") from None
 
   def _validate_corpus_options(self) -> None:
     kind = self.dataset.partition(":")[0]

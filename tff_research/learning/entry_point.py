@@ -127,6 +127,11 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   print(f"  recall@3 {final.get('recall_at_3', float('nan')):.4f}   accuracy with special tokens "
         f"{final.get('accuracy_with_special', float('nan')):.4f}   perplexity "
         f"{final.get('perplexity', float('nan')):.1f}")
+  # These groups are named as their splits (`training_loop.EVAL_GROUPS`).
+  for split, label in (("validation", "Validation"), ("heldout", "Held-out clients (never trained on)")):
+    if split in result.run.final_evaluations:
+      print(f"{label}: accuracy {result.run.final_evaluations[split].get('accuracy', float('nan')):.4f} on "
+            f"{len(result.run.evaluated_client_ids[split])} of {len(result.data.client_ids(split))} clients")
   if result.dp is not None:
     print(_privacy_line(result, rounds_done, config.clients_per_round))
   if result.plot_path:

@@ -55,10 +55,13 @@ def load_nwp_data(config: ExperimentConfig, verbose: bool = True) -> nwp.NWPData
   Returns:
     The task's `NWPData`.
   """
-  return tasks.get_task(config.task).load_data(
+  data = tasks.get_task(config.task).load_data(
       dataset=config.dataset, data_dir=config.data_dir, sequence_length=config.sequence_length,
       vocab_size=config.vocab_size, num_oov_buckets=config.num_oov_buckets,
-      shakespeare_unit=config.shakespeare_unit, corpus_options=config.corpus_options(), verbose=verbose)
+      shakespeare_unit=config.shakespeare_unit, corpus_options=config.corpus_options(),
+      heldout_clients=config.heldout_clients, verbose=verbose)
+  data.split_validation(config.validation_fraction)
+  return data
 
 
 def model_config(config: ExperimentConfig, vocab_size: int) -> nwp_models.ModelConfig:

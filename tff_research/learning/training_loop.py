@@ -8,6 +8,11 @@ Outputs of a run live in one directory (`output_dir/experiment_name/`):
                      tff.program.FileProgramStateManager subclass, written
                      atomically: see checkpoints.py)
 
+Evaluation sets are metrics.csv groups (`EVAL_GROUPS`): `eval/` is the test
+split, `validation/` and `heldout/` (clients never trained on) appear where
+the data has them; with a validation split the test and held-out clients are
+evaluated only at the last round (`_Evaluations`).
+
 Rerunning with the same directory continues after the latest checkpoint. The
 CSV release manager drops rows at or after the key it writes, so a round that
 was recorded but not checkpointed before a crash is recorded once, not twice.
@@ -89,6 +94,10 @@ class RunResult:
   model_weights: Any
   wall_seconds: float
   eval_client_ids: list[str]
+  # The last evaluation of every set by its metrics.csv group (`EVAL_GROUPS`; `eval` is final_eval), and
+  # the clients each was evaluated on.
+  final_evaluations: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+  evaluated_client_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _run_sync(coroutine):
@@ -124,13 +133,16 @@ def sample_clients_in_epochs(client_ids: Sequence[str], num_clients: int, seed: 
   return [client_ids[i] for i in sorted(chosen)]
 
 
-def eval_client_ids(data: nwp.NWPData, config: LoopConfig) -> list[str]:
-  ids = data.test_client_ids
+def eval_client_ids(data: nwp.NWPData, config: LoopConfig, split: str = "test") -> list[str]:
+  """The clients of `split` a run evaluates on: all, or a sample of `config.eval_clients` drawn once (seeded)."""
+  ids = data.client_ids(split)
   if not ids:
-    raise ValueError(f"{data.name}: no test client has data to evaluate on")
+    raise ValueError(f"{data.name}: no {split} client has data to evaluate on")
   if config.eval_clients == 0 or config.eval_clients >= len(ids):
     return ids
-  rng = np.random.default_rng([config.seed, 2**31 - 1])
+  # The test sample keeps the stream it has had since the first runs; each other set has its own.
+  stream = [config.seed, 2**31 - 1] + ([] if split == "test" else [nwp.SPLITS.index(split)])
+  rng = np.random.default_rng(stream)
   return [ids[i] for i in sorted(rng.choice(len(ids), config.eval_clients, replace=False))]
 
 
@@ -206,13 +218,17 @@ class RunFiles:
     _run_sync(self.states.save(state, round_num))
 
 
-class _Evaluator:
-  """Federated evaluation of a state's model on the run's fixed test clients."""
+# The metrics.csv group of each evaluation set; the test split's is `eval/`, its name since the first runs.
+EVAL_GROUPS = {"test": "eval", "validation": "validation", "heldout": "heldout"}
 
-  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig):
-    self.client_ids = eval_client_ids(data, config)
+
+class _Evaluator:
+  """Federated evaluation of a state's model on the run's fixed clients of one split."""
+
+  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig, split: str):
+    self.client_ids = eval_client_ids(data, config, split)
     spec = nwp.ClientSpec(1, config.eval_batch_size, None, shuffle=False)
-    self._datasets = data.client_datasets(self.client_ids, spec, split="test")
+    self._datasets = data.client_datasets(self.client_ids, spec, split=split)
     self._training_process, self._process = training_process, evaluation_process
     self._state = evaluation_process.initialize()
 
@@ -220,6 +236,36 @@ class _Evaluator:
     weights = self._training_process.get_model_weights(state)
     self._state, metrics = evaluation.evaluate(self._process, self._state, weights, self._datasets)
     return _finite(metrics)
+
+
+class _Evaluations:
+  """Each evaluation set of the data, and when it is evaluated.
+
+  With a validation split, validation is evaluated every `eval_every` rounds
+  and test and held-out clients only at the last round, so tuning on the
+  curve never reads test. Without one, every set is evaluated each time.
+  """
+
+  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig):
+    self._config = config
+    present = [s for s in EVAL_GROUPS if s == "test" or data.client_ids(s)]
+    self.by_group = {EVAL_GROUPS[s]: _Evaluator(training_process, evaluation_process, data, config, s)
+                     for s in present}
+
+  def due(self, round_num: int) -> list[str]:
+    """The groups evaluated after `round_num`."""
+    if round_num == self._config.rounds:
+      return list(self.by_group)
+    if round_num % self._config.eval_every:
+      return []
+    return ["validation"] if "validation" in self.by_group else list(self.by_group)
+
+  def __call__(self, state, groups=None) -> dict[str, dict[str, float]]:
+    return {g: self.by_group[g](state) for g in (groups or self.by_group)}
+
+  @property
+  def client_ids(self) -> dict[str, list[str]]:
+    return {g: e.client_ids for g, e in self.by_group.items()}
 
 
 def run_federated_training(
@@ -264,24 +310,26 @@ def run_federated_training(
   _write_hparams(run_dir, hparams or {}, hparam_defaults or {})
   files = files or RunFiles(run_dir, config.keep_checkpoints)
   state, resumed_from = _restore(files, training_process, config, log)
-  evaluate = _Evaluator(training_process, evaluation_process, data, config)
+  evaluations = _Evaluations(training_process, evaluation_process, data, config)
   rounds = range(resumed_from + 1, config.rounds + 1)
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
       progress and len(rounds)) else None
   try:
     hooks = _Hooks(round_warning, round_metrics)
-    state, history, final_eval = _train_rounds(training_process, state, data, config, rounds, files, evaluate,
-                                               hooks, bar, log)
+    state, history, final = _train_rounds(training_process, state, data, config, rounds, files, evaluations,
+                                          hooks, bar, log)
   finally:
     if bar is not None:
       bar.close()
-  if not final_eval and not len(rounds):
-    final_eval = _recorded_eval(files.metrics_path, resumed_from)
-  if not final_eval:
-    final_eval = evaluate(state)
+  if not len(rounds):
+    final = _recorded_evals(files.metrics_path, resumed_from, evaluations.by_group)
+  if set(final) != set(evaluations.by_group):
+    final = evaluations(state)
+  ids = evaluations.client_ids
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
-                   resumed_from, final_eval, history,
-                   training_process.get_model_weights(state), time.time() - start_time, evaluate.client_ids)
+                   resumed_from, final["eval"], history,
+                   training_process.get_model_weights(state), time.time() - start_time, ids["eval"],
+                   final, ids)
 
 
 def _restore(files: RunFiles, training_process, config: LoopConfig, log) -> tuple[Any, int]:
@@ -304,21 +352,25 @@ class _Hooks:
 
 
 def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig, rounds: range, files: RunFiles,
-                  evaluate: _Evaluator, hooks: _Hooks, bar, log):
-  """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last evaluation."""
+                  evaluations: _Evaluations, hooks: _Hooks, bar, log):
+  """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last
+  evaluation of each set (by group)."""
   history: list[dict[str, float]] = []
-  final_eval: dict[str, float] = {}
+  final: dict[str, dict[str, float]] = {}
   warned = False
   for round_num in rounds:
     state, record = _train_round(training_process, state, data, config, round_num)
     if hooks.metrics is not None:
       record.update(hooks.metrics(round_num, record))
     warned = warned or _warn(hooks.warning, record, round_num, bar, log)
-    if round_num % config.eval_every == 0 or round_num == config.rounds:
-      final_eval = record["eval"] = evaluate(state)
+    due = evaluations.due(round_num)
+    if due:
+      results = evaluations(state, due)
+      record.update(results)
+      final.update(results)
     files.record(record, round_num, state)
     history.append(_report(record, round_num, config.rounds, bar, log))
-  return state, history, final_eval
+  return state, history, final
 
 
 def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int):
@@ -373,12 +425,13 @@ def _inject_fault(point: str, round_num: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _recorded_eval(path: str, round_num: int) -> dict[str, float]:
-  """The evaluation metrics.csv holds for `round_num` (a finished run is not evaluated again)."""
+def _recorded_evals(path: str, round_num: int, groups) -> dict[str, dict[str, float]]:
+  """The evaluations metrics.csv holds for `round_num`, by group (a finished run is not evaluated again)."""
   if not os.path.isfile(path):
     return {}
   row = next((r for r in read_metrics_csv(path) if int(r["round"]) == round_num), {})
-  return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("eval/")}
+  found = {g: {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{g}/")} for g in groups}
+  return {g: metrics for g, metrics in found.items() if metrics}
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -393,8 +446,9 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 def _postfix(flat: dict[str, float]) -> str:
   parts = [f"train loss {flat['train/loss']:.3f}", f"train acc {flat['train/accuracy']:.4f}"]
-  if "eval/accuracy" in flat:
-    parts.append(f"eval acc {flat['eval/accuracy']:.4f}")
+  for group, label in (("validation", "val"), ("eval", "eval"), ("heldout", "heldout")):
+    if f"{group}/accuracy" in flat:
+      parts.append(f"{label} acc {flat[f'{group}/accuracy']:.4f}")
   if "privacy/epsilon" in flat:
     parts.append(f"epsilon {flat['privacy/epsilon']:.3g}")
   return " ".join(parts)

