@@ -40,6 +40,8 @@ flags.DEFINE_enum("preset", None, list(presets.PRESETS),
                   "start from a named configuration; flags given explicitly still win")
 flags.DEFINE_string("workers", None, "comma-separated host:port of TFF workers "
                     "(python -m tff_research.runtime.worker); default: a local worker")
+flags.DEFINE_float("worker_timeout", None, "seconds a worker may go without accepting a connection "
+                   "before the run stops at its last checkpoint, naming it (default 60)")
 flags.DEFINE_integer("max_concurrent_computation_calls", None,
                      "TFF worker setting (-1: no limit; default: one per core, each on one core, on up to 4 "
                      "cores; else no limit)")
@@ -60,7 +62,8 @@ def main(argv) -> int:
   del argv  # entry_point.parse_flags refused any left over
   return entry_point.run_training_entry_point(
       config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
-      plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls)
+      plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls,
+      worker_timeout=FLAGS.worker_timeout)
 
 
 if __name__ == "__main__":

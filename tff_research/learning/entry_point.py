@@ -16,6 +16,7 @@ from tff_research.learning.config import ExperimentConfig
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + int(signal.SIGTERM)  # what runtime.workers exits with
+EXIT_WORKER_LOST = 3  # the run stopped at a checkpoint; a rerun resumes (runtime.liveness)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -59,13 +60,17 @@ def run_guarded(body: Callable[[], Any], kept: str) -> int:
     kept: what a stopped command leaves behind, said after Ctrl-C or SIGTERM.
 
   Returns:
-    0; or EXIT_USAGE after one line naming bad input; or EXIT_INTERRUPTED after
-    Ctrl-C. SIGTERM exits with EXIT_TERMINATED (see runtime.workers). The TFF
-    workers this process started are stopped on every path.
+    0; or EXIT_USAGE after one line naming bad input; or EXIT_WORKER_LOST after
+    one line naming a lost worker; or EXIT_INTERRUPTED after Ctrl-C. SIGTERM
+    exits with EXIT_TERMINATED (see runtime.workers). The TFF workers this
+    process started are stopped on every path.
   """
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   try:
     body()
+  except runtime.WorkerLostError as e:
+    print(f"error: {error_line(e)}", file=sys.stderr)
+    return EXIT_WORKER_LOST
   except KeyboardInterrupt:
     print(f"\ninterrupted; {kept}", file=sys.stderr)
     return EXIT_INTERRUPTED
@@ -83,11 +88,19 @@ def run_guarded(body: Callable[[], Any], kept: str) -> int:
 
 def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
                              verbose: bool = False, progress: bool = True, plot: bool = True,
-                             max_concurrent_computation_calls: Optional[int] = None) -> int:
-  """Runs one experiment from the command line; returns the process exit status."""
+                             max_concurrent_computation_calls: Optional[int] = None,
+                             worker_timeout: Optional[float] = None) -> int:
+  """Runs one experiment from the command line; returns the process exit status.
+
+  `worker_timeout`: seconds without a connection after which a worker counts
+  as lost (default `runtime.context.DEFAULT_LOST_AFTER`).
+  """
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   runtime.configure_logging(verbose)
+  lost_after = runtime.context.DEFAULT_LOST_AFTER if worker_timeout is None else worker_timeout
   try:
+    if not lost_after > 0:
+      raise ValueError(f"--worker_timeout must be positive (seconds), got {lost_after}")
     config.validate()
   except ValueError as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
@@ -98,9 +111,10 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
     from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
     if workers:
-      runtime.use_remote_workers(workers.split(","))
+      runtime.use_remote_workers(workers.split(","), lost_after=lost_after)
     else:
-      runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls)
+      runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls,
+                                lost_after=lost_after)
     # A bar only where someone watches: redirected to a log file it would write a line per refresh.
     shown = progress and sys.stderr.isatty()
     outcome["result"] = experiment.run_experiment(config, progress=shown, plot=plot, data=data)

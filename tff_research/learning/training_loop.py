@@ -48,6 +48,8 @@ from tqdm.auto import tqdm
 from tff_research.data import nwp
 from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
+from tff_research.runtime import context as runtime_context
+from tff_research.runtime import liveness
 
 CHECKPOINT_PREFIX = "round_"
 # How a round's clients are drawn: "uniform" (k of N without replacement,
@@ -359,15 +361,19 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
   final: dict[str, dict[str, float]] = {}
   warned = False
   for round_num in rounds:
-    state, record = _train_round(training_process, state, data, config, round_num)
+    # A worker lost mid-round stops the loop here, before this round's checkpoint (runtime.liveness).
+    try:
+      with runtime_context.guard_worker_calls():
+        state, record = _train_round(training_process, state, data, config, round_num)
+        due = evaluations.due(round_num)
+        results = evaluations(state, due) if due else {}
+    except liveness.WorkerLostError as e:
+      raise e.during_round(round_num) from None
     if hooks.metrics is not None:
       record.update(hooks.metrics(round_num, record))
     warned = warned or _warn(hooks.warning, record, round_num, bar, log)
-    due = evaluations.due(round_num)
-    if due:
-      results = evaluations(state, due)
-      record.update(results)
-      final.update(results)
+    record.update(results)
+    final.update(results)
     files.record(record, round_num, state)
     history.append(_report(record, round_num, config.rounds, bar, log))
   return state, history, final

@@ -16,6 +16,7 @@ import contextlib
 import functools
 from typing import Callable, Iterator, Optional, Sequence
 
+from tff_research.runtime import liveness
 from tff_research.runtime import tff_internals
 from tff_research.runtime import workers as workers_lib
 
@@ -37,6 +38,10 @@ _SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
 _WORKERS_ARE_LOCAL = True
 # Every gRPC stub made here; `shutdown()` closes them.
 _STUBS: list = []
+# Probes the current context's workers (runtime.liveness); None under a context not made here.
+_WATCH: Optional[liveness.WorkerWatch] = None
+# Seconds without a connection after which a worker counts as lost.
+DEFAULT_LOST_AFTER = 60.0
 
 
 def on_shutdown(callback: Callable[[], None]) -> None:
@@ -139,8 +144,11 @@ def _set_default_context(context) -> None:
 
 
 def _forget_workers() -> None:
-  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WATCH
   _SINGLE_WORKER_STUB = _SINGLE_WORKER_CONTEXT = None
+  if _WATCH is not None:
+    _WATCH.stop()
+    _WATCH = None
   for callback in _SHUTDOWN_CALLBACKS:
     callback()
 
@@ -161,6 +169,7 @@ def use_local_runtime(
     max_concurrent_computation_calls: Optional[int] = None,
     num_workers: int = 1,
     worker_log: Optional[str] = None,
+    lost_after: float = DEFAULT_LOST_AFTER,
 ) -> list[workers_lib.ManagedWorker]:
   """Makes TFF run on worker(s) owned by this process; returns them.
 
@@ -169,6 +178,7 @@ def use_local_runtime(
 
   `num_workers > 1` starts that many local workers behind TFF's mergeable
   context (mostly useful to test the multi-worker path on one machine).
+  `lost_after`: as in `use_remote_workers`.
   """
   if num_workers < 1:
     raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -183,12 +193,26 @@ def use_local_runtime(
     started.append(worker)
   for worker in started:
     workers_lib.wait_until_serving(worker.address)
-  _install([w.address for w in started], local=True)
+  _install([w.address for w in started], local=True, lost_after=lost_after)
   return started
 
 
-def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0) -> None:
-  """Makes TFF run on already-running workers at `host:port` addresses."""
+def guard_worker_calls():
+  """A context manager: within it, a worker of the current context that stops answering raises
+  `liveness.WorkerLostError` (naming it) instead of leaving TFF to retry forever."""
+  return _WATCH.guard() if _WATCH is not None else contextlib.nullcontext()
+
+
+def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0,
+                       lost_after: float = DEFAULT_LOST_AFTER) -> None:
+  """Makes TFF run on already-running workers at `host:port` addresses.
+
+  Args:
+    addresses: each worker's `host:port` (`python -m tff_research.runtime.worker`).
+    timeout: seconds to wait for each worker to answer before giving up.
+    lost_after: seconds without a connection after which a worker counts as
+      lost during `guard_worker_calls()` (the training loop's rounds).
+  """
   addresses = [a.strip() for a in addresses if a.strip()]
   if not addresses:
     raise ValueError("no worker address given (expected host:port[,host:port...])")
@@ -197,14 +221,16 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0) -> None:
     if not host or not port.isdigit():
       raise ValueError(f"worker address {address!r} is not host:port")
     workers_lib.wait_until_serving(address, timeout=timeout)
-  _install(addresses, local=False)
+  _install(addresses, local=False, lost_after=lost_after)
 
 
-def _install(addresses: Sequence[str], local: bool) -> None:
-  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WORKERS_ARE_LOCAL
+def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_LOST_AFTER) -> None:
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WORKERS_ARE_LOCAL, _WATCH
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   _forget_workers()
   _WORKERS_ARE_LOCAL = local
+  # An owned worker can die too (the kernel's OOM killer): it is watched like a remote one.
+  _WATCH = liveness.WorkerWatch(addresses, lost_after=lost_after)
   if len(addresses) == 1:
     stub = _stub_for(addresses[0])
     context = _context_for(addresses[0], stub=stub)
