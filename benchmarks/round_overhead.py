@@ -2,6 +2,7 @@ r"""How much does federation cost? FedAvg round time vs plain Keras doing the sa
 
   python -m benchmarks.round_overhead                 # demo preset
   python -m benchmarks.round_overhead --preset=clients50
+  python -m benchmarks.round_overhead --preset=clients1000 --rounds=2   # 100, 300 as well
 
 In one process, side by side: the median of the steady FedAvg rounds (all
 but the first of `--rounds`, default 10) of our training path (TFF, local
@@ -49,6 +50,9 @@ PRESETS = {
                  client_batch_size=16, client_epochs=1),
     "clients50": dict(vocab_size=10000, latent_size=670, clients_per_round=50, max_elements_per_client=64,
                       client_batch_size=16, client_epochs=1),
+    # Clients a round at scale (issue: 10, 100, 300 and 1,000), the same model and clients as demo.
+    **{f"clients{n}": dict(vocab_size=10000, latent_size=670, clients_per_round=n, max_elements_per_client=64,
+                           client_batch_size=16, client_epochs=1) for n in (100, 300, 1000)},
     "small": dict(vocab_size=2000, latent_size=64, embedding_size=32, clients_per_round=10,
                   max_elements_per_client=32, client_batch_size=16, client_epochs=1),
 }
@@ -103,6 +107,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                            "process does; measures what keeping it on the worker saves)")
   parser.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
                       help="interleaved: TFF round r then Keras round r; sequential: all TFF rounds, then all Keras")
+  parser.add_argument("--clients_per_subround", type=int, default=0,
+                      help="stream each round's clients in groups of at most this many (0: all at once; the "
+                           "server state then travels through Python every round)")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--verbose", action="store_true")
   return parser.parse_args(argv)
@@ -208,7 +215,8 @@ def _print_report(args: argparse.Namespace, config: ExperimentConfig, steps: Seq
   """Prints the settings, the timings and memory peaks; the last line is `round_time_ratio=<x>`."""
   tff_steady = statistics.median(pairing.steady(tff_times))
   keras_steady = statistics.median(pairing.steady(keras_times))
-  print(f"preset={args.preset} clients/round={config.clients_per_round} steps/round={steps} "
+  print(f"preset={args.preset} clients/round={config.clients_per_round} "
+        f"clients_per_subround={args.clients_per_subround or config.clients_per_round} steps/round={steps} "
         f"server={args.server_optimizer} initialize_in_graph={args.initialize_in_graph} loop={args.loop} "
         f"order={args.order} state_round_trip={args.state_round_trip} "
         f"max_concurrent_computation_calls={concurrency}")
@@ -238,7 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   data = experiment.load_nwp_data(config, verbose=False)
   loop = experiment.loop_config(config)
   rss = PeakRss()
-  with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls) as workers:
+  per = args.clients_per_subround
+  subrounds = -(-config.clients_per_round // per) if per else 1
+  with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls,
+                             num_subrounds=subrounds) as workers:
     concurrency = workers[0].max_concurrent_computation_calls
     model_config = experiment.model_config(config, data.vocab.size)
     algorithm = dataclasses.replace(experiment.algorithm_config(config), loop=args.loop)

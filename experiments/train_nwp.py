@@ -42,6 +42,8 @@ flags.DEFINE_string("workers", None, "comma-separated host:port of TFF workers "
                     "(python -m tff_research.runtime.worker); default: a local worker")
 flags.DEFINE_float("worker_timeout", None, "seconds a worker may go without accepting a connection "
                    "before the run stops at its last checkpoint, naming it (default 60)")
+flags.DEFINE_integer("clients_per_subround", 0, "stream each round's clients through the workers in groups of "
+                     "at most this many, bounding their memory (0: the whole round at once)")
 flags.DEFINE_integer("max_concurrent_computation_calls", None,
                      "TFF worker setting (-1: no limit; default: one per core, each on one core, on up to 4 "
                      "cores; else no limit)")
@@ -63,7 +65,7 @@ def main(argv) -> int:
   return entry_point.run_training_entry_point(
       config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
       plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls,
-      worker_timeout=FLAGS.worker_timeout)
+      worker_timeout=FLAGS.worker_timeout, clients_per_subround=FLAGS.clients_per_subround)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,8 @@ def test_distributed_dp_runs_from_the_command_line(train_cmd):
     (["stray"], "error: unexpected arguments: stray"),
     (["--task=next_char"], "--vocab_size applies to --task=next_word: --task=next_char has its own fixed"),
     (["--output_dir=/dev/null"], "--output_dir: /dev/null is a file, not a directory"),
+    (["--clients_per_subround=-1"], "--clients_per_subround must be 0 (the whole round) or positive, got -1"),
+    (["--worker_timeout=0"], "--worker_timeout must be positive (seconds), got 0.0"),
     (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_beta=1.5"],
      "dp_beta must be in [0, 1), got 1.5"),
 ])

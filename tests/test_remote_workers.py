@@ -160,3 +160,25 @@ def test_freeing_values_on_an_unreachable_worker_is_dropped_quietly():
   assert stub.dispose_executor(executor_pb2.DisposeExecutorRequest()) is None
   with pytest.raises(Exception, match="UNAVAILABLE"):  # only freeing is best effort
     stub.get_executor(executor_pb2.GetExecutorRequest())
+
+
+def test_clients_streamed_in_subrounds_train_like_the_whole_round_at_once(shakespeare_dir, tmp_path):
+  """runtime.use_local_runtime(num_subrounds=3): a round's 9 clients in 3 groups, one after another."""
+  config = dataclasses.replace(PRESETS["smoke"], data_dir=shakespeare_dir, output_dir=str(tmp_path),
+                               clients_per_round=9, rounds=2)
+  data = experiment.load_nwp_data(config, verbose=False)
+  runs = {}
+  try:
+    for subrounds in (1, 3):
+      runtime.use_local_runtime(num_subrounds=subrounds)
+      runs[subrounds] = experiment.run_experiment(
+          dataclasses.replace(config, experiment_name=f"subrounds{subrounds}"), progress=False, plot=False,
+          log=lambda _: None, data=data)
+  finally:
+    runtime.use_local_runtime()  # the rest of the suite runs on one call a round again
+  for a, b in zip(tf.nest.flatten(runs[1].run.model_weights.trainable),
+                  tf.nest.flatten(runs[3].run.model_weights.trainable)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)  # float sums, other order
+  assert runs[3].run.history[-1]["train/num_examples"] == runs[1].run.history[-1]["train/num_examples"]
+  with pytest.raises(ValueError, match="num_subrounds must be a positive integer, got 0"):
+    runtime.use_local_runtime(num_subrounds=0)

@@ -8,64 +8,16 @@ crosses those veth pairs and nothing else (a worker's namespace has no other
 interface than its loopback). FedAvg and the secure sum across the two hosts
 must give the single-host result. The namespaces are removed at the end.
 """
-import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-PORT = 8000
-WORKERS = 2
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-
-
-class Hosts:
-  """A driver namespace joined to WORKERS worker namespaces by veth pairs (created here, removed by `remove`)."""
-
-  def __init__(self):
-    tag = f"{os.getpid() % 100000}"
-    self.driver = f"tffr{tag}d"
-    self.workers = [f"tffr{tag}w{i}" for i in range(1, WORKERS + 1)]
-    self.links = [(f"tv{tag}d{i}", f"tv{tag}w{i}") for i in range(1, WORKERS + 1)]
-
-  def create(self) -> None:
-    for namespace in [self.driver, *self.workers]:
-      self._run("netns", "add", namespace)
-      self._run("-n", namespace, "link", "set", "lo", "up")
-    for i, (namespace, (driver_end, worker_end)) in enumerate(zip(self.workers, self.links), start=1):
-      self._run("link", "add", driver_end, "netns", self.driver, "type", "veth", "peer", "name", worker_end,
-                "netns", namespace)
-      self._run("-n", self.driver, "addr", "add", f"10.231.{i}.1/24", "dev", driver_end)
-      self._run("-n", namespace, "addr", "add", f"10.231.{i}.2/24", "dev", worker_end)
-      self._run("-n", self.driver, "link", "set", driver_end, "up")
-      self._run("-n", namespace, "link", "set", worker_end, "up")
-
-  def addresses(self) -> list[str]:
-    return [f"10.231.{i}.2:{PORT}" for i in range(1, WORKERS + 1)]
-
-  def interfaces(self, namespace: str) -> list[str]:
-    return [link["ifname"] for link in json.loads(self._run("-n", namespace, "-j", "link", "show").stdout)]
-
-  def received_bytes(self, i: int) -> int:
-    """Bytes worker i's end of its veth pair has received."""
-    namespace, (_, worker_end) = self.workers[i], self.links[i]
-    (link,) = json.loads(self._run("-n", namespace, "-s", "-j", "link", "show", "dev", worker_end).stdout)
-    return int(link["stats64"]["rx"]["bytes"])
-
-  def remove(self) -> None:
-    for namespace in [self.driver, *self.workers]:  # a namespace's veth ends go with it
-      _ip("netns", "del", namespace)
-
-  def _run(self, *args: str) -> subprocess.CompletedProcess:
-    result = _ip(*args)
-    if result.returncode:
-      raise OSError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result
+from tests.netns_hosts import PORT
+from tests.netns_hosts import WORKERS
+from tests.netns_hosts import Hosts
+from tests.netns_hosts import ip_command
 
 
 @pytest.fixture
@@ -80,7 +32,7 @@ def hosts():
     yield made
   finally:
     made.remove()
-  assert not {made.driver, *made.workers} & set(_ip("netns", "list").stdout.split())
+  assert not {made.driver, *made.workers} & set(ip_command("netns", "list").stdout.split())
 
 
 def test_two_hosts_train_like_one_for_fedavg_and_the_secure_sum(hosts, tmp_path, python_env, repo_root,

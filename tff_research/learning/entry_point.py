@@ -89,11 +89,13 @@ def run_guarded(body: Callable[[], Any], kept: str) -> int:
 def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
                              verbose: bool = False, progress: bool = True, plot: bool = True,
                              max_concurrent_computation_calls: Optional[int] = None,
-                             worker_timeout: Optional[float] = None) -> int:
+                             worker_timeout: Optional[float] = None, clients_per_subround: int = 0) -> int:
   """Runs one experiment from the command line; returns the process exit status.
 
   `worker_timeout`: seconds without a connection after which a worker counts
   as lost (default `runtime.context.DEFAULT_LOST_AFTER`).
+  `clients_per_subround`: stream each round's clients through the workers in
+  groups of at most this many (0: the whole round at once).
   """
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   runtime.configure_logging(verbose)
@@ -101,6 +103,8 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   try:
     if not lost_after > 0:
       raise ValueError(f"--worker_timeout must be positive (seconds), got {lost_after}")
+    if clients_per_subround < 0:
+      raise ValueError(f"--clients_per_subround must be 0 (the whole round) or positive, got {clients_per_subround}")
     config.validate()
   except ValueError as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
@@ -110,11 +114,12 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   def train():
     from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
+    subrounds = -(-config.clients_per_round // clients_per_subround) if clients_per_subround else 1
     if workers:
-      runtime.use_remote_workers(workers.split(","), lost_after=lost_after)
+      runtime.use_remote_workers(workers.split(","), lost_after=lost_after, num_subrounds=subrounds)
     else:
       runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls,
-                                lost_after=lost_after)
+                                lost_after=lost_after, num_subrounds=subrounds)
     # A bar only where someone watches: redirected to a log file it would write a line per refresh.
     shown = progress and sys.stderr.isatty()
     outcome["result"] = experiment.run_experiment(config, progress=shown, plot=plot, data=data)

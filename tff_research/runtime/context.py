@@ -9,6 +9,12 @@ the worker's lifetime is ours: it dies with Python on every exit path.
 `python -m tff_research.runtime.worker` (TFF's own executor service): one
 worker becomes the default context, several become TFF's mergeable context,
 which splits each round's clients across them.
+
+`num_subrounds=K` (either function) streams a call's clients through the
+workers in K groups, one after another where there are fewer workers than
+groups: a worker then holds one group's client data and results at a time
+instead of the whole round's, at the cost of the state travelling through
+Python (BENCHMARKS.md, "Clients a round at scale").
 """
 from __future__ import annotations
 
@@ -170,6 +176,7 @@ def use_local_runtime(
     num_workers: int = 1,
     worker_log: Optional[str] = None,
     lost_after: float = DEFAULT_LOST_AFTER,
+    num_subrounds: int = 1,
 ) -> list[workers_lib.ManagedWorker]:
   """Makes TFF run on worker(s) owned by this process; returns them.
 
@@ -178,10 +185,11 @@ def use_local_runtime(
 
   `num_workers > 1` starts that many local workers behind TFF's mergeable
   context (mostly useful to test the multi-worker path on one machine).
-  `lost_after`: as in `use_remote_workers`.
+  `lost_after`, `num_subrounds`: as in `use_remote_workers`.
   """
   if num_workers < 1:
     raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+  _check_subrounds(num_subrounds)
   shutdown()
   started = []
   for _ in range(num_workers):
@@ -193,7 +201,7 @@ def use_local_runtime(
     started.append(worker)
   for worker in started:
     workers_lib.wait_until_serving(worker.address)
-  _install([w.address for w in started], local=True, lost_after=lost_after)
+  _install([w.address for w in started], local=True, lost_after=lost_after, num_subrounds=num_subrounds)
   return started
 
 
@@ -203,8 +211,13 @@ def guard_worker_calls():
   return _WATCH.guard() if _WATCH is not None else contextlib.nullcontext()
 
 
+def _check_subrounds(num_subrounds: int) -> None:
+  if not isinstance(num_subrounds, int) or num_subrounds < 1:
+    raise ValueError(f"num_subrounds must be a positive integer, got {num_subrounds!r}")
+
+
 def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0,
-                       lost_after: float = DEFAULT_LOST_AFTER) -> None:
+                       lost_after: float = DEFAULT_LOST_AFTER, num_subrounds: int = 1) -> None:
   """Makes TFF run on already-running workers at `host:port` addresses.
 
   Args:
@@ -212,7 +225,10 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0,
     timeout: seconds to wait for each worker to answer before giving up.
     lost_after: seconds without a connection after which a worker counts as
       lost during `guard_worker_calls()` (the training loop's rounds).
+    num_subrounds: the groups each call's clients are split into (at least
+      one per worker); more groups than workers run one after another.
   """
+  _check_subrounds(num_subrounds)
   addresses = [a.strip() for a in addresses if a.strip()]
   if not addresses:
     raise ValueError("no worker address given (expected host:port[,host:port...])")
@@ -221,24 +237,26 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0,
     if not host or not port.isdigit():
       raise ValueError(f"worker address {address!r} is not host:port")
     workers_lib.wait_until_serving(address, timeout=timeout)
-  _install(addresses, local=False, lost_after=lost_after)
+  _install(addresses, local=False, lost_after=lost_after, num_subrounds=num_subrounds)
 
 
-def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_LOST_AFTER) -> None:
+def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_LOST_AFTER,
+             num_subrounds: int = 1) -> None:
   global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WORKERS_ARE_LOCAL, _WATCH
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   _forget_workers()
   _WORKERS_ARE_LOCAL = local
   # An owned worker can die too (the kernel's OOM killer): it is watched like a remote one.
   _WATCH = liveness.WorkerWatch(addresses, lost_after=lost_after)
-  if len(addresses) == 1:
+  if len(addresses) == 1 and num_subrounds == 1:
     stub = _stub_for(addresses[0])
     context = _context_for(addresses[0], stub=stub)
     _set_default_context(context)
     _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT = stub, context
   else:
     contexts = [_context_for(a, asynchronous=True) for a in addresses]
-    tff.backends.native.set_mergeable_comp_execution_context(contexts)
+    tff.backends.native.set_mergeable_comp_execution_context(
+        contexts, num_subrounds=max(num_subrounds, len(addresses)))
 
 
 @contextlib.contextmanager

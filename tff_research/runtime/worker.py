@@ -13,11 +13,17 @@ import sys
 from tff_research.runtime import workers
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command line's flags (deploy/kubernetes/workers.yaml passes them; a test checks it)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--port", type=int, required=True, help="port to serve on")
+  parser.add_argument("--port", type=int, required=True, help="port to serve on (all addresses)")
   parser.add_argument("--max_concurrent_computation_calls", type=int, default=-1)
   parser.add_argument("--grpc_max_message_length_megabytes", type=int, default=None)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
   args = parser.parse_args(argv)
   if not 0 < args.port < 65536:
     parser.error(f"--port must be in 1..65535, got {args.port}")
