@@ -123,3 +123,33 @@ def test_a_worker_killed_mid_round_stops_the_run_at_its_checkpoint_and_a_rerun_m
   assert sorted(resumed.files) == sorted(whole.files)
   for name in whole.files:
     np.testing.assert_array_equal(resumed[name], whole[name])
+
+
+def test_the_local_worker_killed_mid_run_stops_run_experiment_with_the_local_advice(shakespeare_dir, tmp_path):
+  """The kernel's OOM killer takes the local worker: WorkerLostError out of run_experiment, not a hang."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  from tff_research.learning.config import PRESETS  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(PRESETS["smoke"], data_dir=shakespeare_dir, output_dir=str(tmp_path), rounds=400)
+  data = experiment.load_nwp_data(config, verbose=False)
+  (worker,) = runtime.use_local_runtime(lost_after=2.0)
+  metrics_csv = os.path.join(config.run_dir, "metrics.csv")
+
+  def kill_after_round_2():
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics_csv) and "\n2," in open(metrics_csv).read()):
+      time.sleep(0.1)
+    os.kill(worker.pid, 9)
+
+  killer = threading.Thread(target=kill_after_round_2, daemon=True)
+  killer.start()
+  try:
+    with pytest.raises(liveness.WorkerLostError) as lost:
+      experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
+  finally:
+    killer.join()
+    runtime.use_local_runtime()  # the rest of the suite gets a live worker again
+  assert str(lost.value).startswith(f"worker {worker.address} lost during round ")
+  assert str(lost.value).endswith(liveness.LOCAL_REMEDY) and lost.value.round_num < 400

@@ -50,6 +50,7 @@ from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
 from tff_research.runtime import context as runtime_context
 from tff_research.runtime import liveness
+from tff_research.runtime import resident
 
 CHECKPOINT_PREFIX = "round_"
 # How a round's clients are drawn: "uniform" (k of N without replacement,
@@ -311,7 +312,8 @@ def run_federated_training(
   os.makedirs(run_dir, exist_ok=True)
   _write_hparams(run_dir, hparams or {}, hparam_defaults or {})
   files = files or RunFiles(run_dir, config.keep_checkpoints)
-  state, resumed_from = _restore(files, training_process, config, log)
+  with runtime_context.guard_worker_calls():  # rounds are guarded one at a time, checkpoints outside
+    state, resumed_from = _restore(files, training_process, config, log)
   evaluations = _Evaluations(training_process, evaluation_process, data, config)
   rounds = range(resumed_from + 1, config.rounds + 1)
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
@@ -325,12 +327,13 @@ def run_federated_training(
       bar.close()
   if not len(rounds):
     final = _recorded_evals(files.metrics_path, resumed_from, evaluations.by_group)
-  if set(final) != set(evaluations.by_group):
-    final = evaluations(state)
+  with runtime_context.guard_worker_calls():
+    if set(final) != set(evaluations.by_group):
+      final = evaluations(state)
+    weights = training_process.get_model_weights(state)
   ids = evaluations.client_ids
   return RunResult(run_dir, max(resumed_from, config.rounds) if len(rounds) else resumed_from,
-                   resumed_from, final["eval"], history,
-                   training_process.get_model_weights(state), time.time() - start_time, ids["eval"],
+                   resumed_from, final["eval"], history, weights, time.time() - start_time, ids["eval"],
                    final, ids)
 
 
@@ -362,11 +365,14 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
   warned = False
   for round_num in rounds:
     # A worker lost mid-round stops the loop here, before this round's checkpoint (runtime.liveness).
+    # Everything that talks to a worker is inside: the round, its evaluations and the fetch of a state
+    # kept on the worker for the checkpoint; the files are written outside, never interrupted.
     try:
       with runtime_context.guard_worker_calls():
         state, record = _train_round(training_process, state, data, config, round_num)
         due = evaluations.due(round_num)
         results = evaluations(state, due) if due else {}
+        checkpoint = resident.fetch(state)
     except liveness.WorkerLostError as e:
       raise e.during_round(round_num) from None
     if hooks.metrics is not None:
@@ -374,7 +380,7 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
     warned = warned or _warn(hooks.warning, record, round_num, bar, log)
     record.update(results)
     final.update(results)
-    files.record(record, round_num, state)
+    files.record(record, round_num, checkpoint)
     history.append(_report(record, round_num, config.rounds, bar, log))
   return state, history, final
 

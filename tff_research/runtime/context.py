@@ -247,7 +247,8 @@ def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_
   _forget_workers()
   _WORKERS_ARE_LOCAL = local
   # An owned worker can die too (the kernel's OOM killer): it is watched like a remote one.
-  _WATCH = liveness.WorkerWatch(addresses, lost_after=lost_after)
+  _WATCH = liveness.WorkerWatch(addresses, lost_after=lost_after,
+                                remedy=liveness.LOCAL_REMEDY if local else liveness.REMOTE_REMEDY)
   if len(addresses) == 1 and num_subrounds == 1:
     stub = _stub_for(addresses[0])
     context = _context_for(addresses[0], stub=stub)
