@@ -2,6 +2,8 @@ r"""Secure vs plain FedAvg on the reference NWP model (preset "reference"): roun
 
   python -m benchmarks.secure_fedavg_nwp --rounds=21                       # 10 clients, AES-CTR and Philox masks
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
+  python -m benchmarks.secure_fedavg_nwp --clients_per_round=1000 --clients_per_subround=50 --rounds=2 \
+      --secure_prg=aes-ctr
   python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
   python -m benchmarks.secure_fedavg_nwp --secure_prg= --dp=central,ftrl --rounds=21   # DP against plain
   python -m benchmarks.secure_fedavg_nwp --secure_prg=aes-ctr --dp=distributed --rounds=21  # against secure
@@ -43,6 +45,9 @@ def _parse(argv):
   parser.add_argument("--secure_clip", type=float, default=None)
   parser.add_argument("--dp", default="", help="comma-separated --dp modes to compare too (central, ftrl against "
                       "plain; distributed against the AES-CTR secure sum, which --secure_prg must include)")
+  parser.add_argument("--clients_per_subround", type=int, default=0,
+                      help="stream each round's clients through the worker in groups of at most this many "
+                           "(0: all at once); bounds the worker's memory at large rounds")
   parser.add_argument("--data_dir", default=None)
   return parser.parse_args(argv)
 
@@ -157,7 +162,8 @@ def main(argv=None) -> int:
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   base, configs = _configs(args)
-  with runtime.local_runtime():
+  per = args.clients_per_subround
+  with runtime.local_runtime(num_subrounds=-(-args.clients_per_round // per) if per else 1):
     data = experiment.load_nwp_data(base, verbose=False)
     processes, states, timing, secure, model_fn = _train_side_by_side(base, configs, data)
     final = _evaluate(base, data, processes, states, model_fn)
