@@ -246,8 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   data = experiment.load_nwp_data(config, verbose=False)
   loop = experiment.loop_config(config)
   rss = PeakRss()
-  per = args.clients_per_subround
-  subrounds = -(-config.clients_per_round // per) if per else 1
+  subrounds = runtime.context.subrounds_for(config.clients_per_round, args.clients_per_subround)
   with runtime.local_runtime(max_concurrent_computation_calls=args.max_concurrent_computation_calls,
                              num_subrounds=subrounds) as workers:
     concurrency = workers[0].max_concurrent_computation_calls

@@ -162,8 +162,8 @@ def main(argv=None) -> int:
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   base, configs = _configs(args)
-  per = args.clients_per_subround
-  with runtime.local_runtime(num_subrounds=-(-args.clients_per_round // per) if per else 1):
+  with runtime.local_runtime(num_subrounds=runtime.context.subrounds_for(args.clients_per_round,
+                                                                         args.clients_per_subround)):
     data = experiment.load_nwp_data(base, verbose=False)
     processes, states, timing, secure, model_fn = _train_side_by_side(base, configs, data)
     final = _evaluate(base, data, processes, states, model_fn)

@@ -114,7 +114,7 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   def train():
     from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
-    subrounds = -(-config.clients_per_round // clients_per_subround) if clients_per_subround else 1
+    subrounds = runtime.context.subrounds_for(config.clients_per_round, clients_per_subround)
     if workers:
       runtime.use_remote_workers(workers.split(","), lost_after=lost_after, num_subrounds=subrounds)
     else:

@@ -211,6 +211,11 @@ def guard_worker_calls():
   return _WATCH.guard() if _WATCH is not None else contextlib.nullcontext()
 
 
+def subrounds_for(clients_per_round: int, clients_per_subround: int) -> int:
+  """The `num_subrounds` that gives groups of at most `clients_per_subround` (0: one group, the whole round)."""
+  return -(-clients_per_round // clients_per_subround) if clients_per_subround > 0 else 1
+
+
 def _check_subrounds(num_subrounds: int) -> None:
   if not isinstance(num_subrounds, int) or num_subrounds < 1:
     raise ValueError(f"num_subrounds must be a positive integer, got {num_subrounds!r}")
