@@ -44,6 +44,11 @@ flags.DEFINE_float("worker_timeout", None, "seconds a worker may go without acce
                    "before the run stops at its last checkpoint, naming it (default 60)")
 flags.DEFINE_integer("clients_per_subround", 0, "stream each round's clients through the workers in groups of "
                      "at most this many, bounding their memory (0: the whole round at once)")
+flags.DEFINE_string("worker_data_dir", None, "build client datasets on the workers from this directory (the "
+                    "same path on every worker host; written here first where missing) instead of sending "
+                    "them every round; same results")
+flags.DEFINE_bool("export_worker_data_only", False, "write --worker_data_dir's client files and exit (to prepare "
+                  "a worker host that shares no file system with the driver)")
 flags.DEFINE_integer("max_concurrent_computation_calls", None,
                      "TFF worker setting (-1: no limit; default: one per core, each on one core, on up to 4 "
                      "cores; else no limit)")
@@ -62,10 +67,12 @@ def config_from_flags() -> presets.ExperimentConfig:
 
 def main(argv) -> int:
   del argv  # entry_point.parse_flags refused any left over
-  return entry_point.run_training_entry_point(
-      config_from_flags(), workers=FLAGS.workers, verbose=FLAGS.verbose, progress=FLAGS.progress,
-      plot=FLAGS.plot, max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls,
-      worker_timeout=FLAGS.worker_timeout, clients_per_subround=FLAGS.clients_per_subround)
+  deployment = entry_point.Deployment(
+      workers=FLAGS.workers, worker_timeout=FLAGS.worker_timeout, clients_per_subround=FLAGS.clients_per_subround,
+      max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls,
+      worker_data_dir=FLAGS.worker_data_dir, export_worker_data_only=FLAGS.export_worker_data_only)
+  return entry_point.run_training_entry_point(config_from_flags(), deployment, verbose=FLAGS.verbose,
+                                              progress=FLAGS.progress, plot=FLAGS.plot)
 
 
 if __name__ == "__main__":

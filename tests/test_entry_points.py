@@ -151,6 +151,9 @@ def test_distributed_dp_runs_from_the_command_line(train_cmd):
     (["--output_dir=/dev/null"], "--output_dir: /dev/null is a file, not a directory"),
     (["--clients_per_subround=-1"], "--clients_per_subround must be 0 (the whole round) or positive, got -1"),
     (["--worker_timeout=0"], "--worker_timeout must be positive (seconds), got 0.0"),
+    (["--export_worker_data_only"], "--export_worker_data_only needs --worker_data_dir, the directory to write"),
+    (["--worker_data_dir=/dev/null/client_files"], "--worker_data_dir: cannot write /dev/null/client_files: "
+     "Not a directory"),
     (["--dp=distributed", "--aggregator=secure", "--clients_per_round=4", "--dp_beta=1.5"],
      "dp_beta must be in [0, 1), got 1.5"),
 ])

@@ -95,20 +95,27 @@ class NWPData:
   def client_dataset(self, client_id: str, spec: ClientSpec, split: str = "train",
                      seed: int = 0, round_num: int = 0) -> tf.data.Dataset:
     """Batches (x, y) of one client; x and y are [batch, sequence_length] int32."""
-    rows = self._split(split)[client_id]
-    if spec.max_elements is not None:
-      rows = rows[:spec.max_elements]
-    if spec.shuffle and len(rows) > 1:
-      order = np.random.default_rng(client_seed(seed, round_num, client_id)).permutation(len(rows))
-      epochs = [rows[order]]
-      for epoch in range(1, spec.num_epochs):
-        rng = np.random.default_rng([client_seed(seed, round_num, client_id), epoch])
-        epochs.append(rows[rng.permutation(len(rows))])
-      rows = np.concatenate(epochs)
-    elif spec.num_epochs > 1:
-      rows = np.tile(rows, (spec.num_epochs, 1))
+    rows = self._split(split)[client_id][self.row_order(client_id, spec, split, seed, round_num)]
     dataset = tf.data.Dataset.from_tensor_slices((rows[:, :-1], rows[:, 1:]))
     return dataset.batch(spec.batch_size)
+
+  def row_order(self, client_id: str, spec: ClientSpec, split: str = "train", seed: int = 0,
+                round_num: int = 0) -> np.ndarray:
+    """Which of the client's windows its round sees, in order: every epoch of `client_dataset`, as int32 indices.
+
+    The first `spec.max_elements` windows, shuffled each epoch with a seed of
+    (seed, round, client) when `spec.shuffle`. `worker_data` sends this to
+    workers that hold the windows, so both paths train on the same batches.
+    """
+    count = len(self._split(split)[client_id])
+    if spec.max_elements is not None:
+      count = min(count, spec.max_elements)
+    if spec.shuffle and count > 1:
+      epochs = [np.random.default_rng(client_seed(seed, round_num, client_id)).permutation(count)]
+      for epoch in range(1, spec.num_epochs):
+        epochs.append(np.random.default_rng([client_seed(seed, round_num, client_id), epoch]).permutation(count))
+      return np.concatenate(epochs).astype(np.int32)
+    return np.tile(np.arange(count, dtype=np.int32), spec.num_epochs)
 
   def client_datasets(self, client_ids: Sequence[str], spec: ClientSpec, split: str = "train",
                       seed: int = 0, round_num: int = 0) -> list[tf.data.Dataset]:

@@ -6,6 +6,7 @@ exit status 2, never a stack trace. Everything already checkpointed stays.
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from typing import Any, Callable, Optional
@@ -86,25 +87,58 @@ def run_guarded(body: Callable[[], Any], kept: str) -> int:
   return 0
 
 
-def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = None,
-                             verbose: bool = False, progress: bool = True, plot: bool = True,
-                             max_concurrent_computation_calls: Optional[int] = None,
-                             worker_timeout: Optional[float] = None, clients_per_subround: int = 0) -> int:
-  """Runs one experiment from the command line; returns the process exit status.
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+  """Where and how a run's computations run; none of it changes the results.
 
-  `worker_timeout`: seconds without a connection after which a worker counts
-  as lost (default `runtime.context.DEFAULT_LOST_AFTER`).
-  `clients_per_subround`: stream each round's clients through the workers in
-  groups of at most this many (0: the whole round at once).
+  Attributes:
+    workers: comma-separated host:port of TFF workers; None: a local worker.
+    worker_timeout: seconds without a connection after which a worker counts
+      as lost (None: `runtime.context.DEFAULT_LOST_AFTER`).
+    clients_per_subround: stream each round's clients through the workers in
+      groups of at most this many (0: the whole round at once).
+    max_concurrent_computation_calls: the local worker's setting (None: its default).
+    worker_data_dir: build client datasets on the workers from this directory
+      (`data.worker_data`); None: send them from here every round.
+    export_worker_data_only: write `worker_data_dir`'s files and stop (to
+      prepare a worker host that shares no file system with the driver).
   """
+  workers: Optional[str] = None
+  worker_timeout: Optional[float] = None
+  clients_per_subround: int = 0
+  max_concurrent_computation_calls: Optional[int] = None
+  worker_data_dir: Optional[str] = None
+  export_worker_data_only: bool = False
+
+  def validate(self) -> None:
+    if self.worker_timeout is not None and not self.worker_timeout > 0:
+      raise ValueError(f"--worker_timeout must be positive (seconds), got {self.worker_timeout}")
+    if self.clients_per_subround < 0:
+      raise ValueError(f"--clients_per_subround must be 0 (the whole round) or positive, "
+                       f"got {self.clients_per_subround}")
+    if self.export_worker_data_only and not self.worker_data_dir:
+      raise ValueError("--export_worker_data_only needs --worker_data_dir, the directory to write")
+
+  def use_runtime(self, clients_per_round: int) -> None:
+    """Installs the TFF context: the remote workers, or a local one."""
+    from tff_research import runtime  # pylint: disable=g-import-not-at-top
+    lost_after = runtime.context.DEFAULT_LOST_AFTER if self.worker_timeout is None else self.worker_timeout
+    subrounds = runtime.context.subrounds_for(clients_per_round, self.clients_per_subround)
+    if self.workers:
+      runtime.use_remote_workers(self.workers.split(","), lost_after=lost_after, num_subrounds=subrounds)
+    else:
+      runtime.use_local_runtime(max_concurrent_computation_calls=self.max_concurrent_computation_calls,
+                                lost_after=lost_after, num_subrounds=subrounds)
+
+
+def run_training_entry_point(config: ExperimentConfig, deployment: Optional[Deployment] = None,
+                             verbose: bool = False, progress: bool = True, plot: bool = True) -> int:
+  """Runs one experiment from the command line (`deployment`: default, a local worker); returns its exit status."""
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   runtime.configure_logging(verbose)
-  lost_after = runtime.context.DEFAULT_LOST_AFTER if worker_timeout is None else worker_timeout
+  deployment = deployment or Deployment()
   try:
-    if not lost_after > 0:
-      raise ValueError(f"--worker_timeout must be positive (seconds), got {lost_after}")
-    if clients_per_subround < 0:
-      raise ValueError(f"--clients_per_subround must be 0 (the whole round) or positive, got {clients_per_subround}")
+    deployment.validate()
     config.validate()
   except ValueError as e:
     print(f"error: {error_line(e)}", file=sys.stderr)
@@ -114,18 +148,17 @@ def run_training_entry_point(config: ExperimentConfig, workers: Optional[str] = 
   def train():
     from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
     data = experiment.load_nwp_data(config)
-    subrounds = runtime.context.subrounds_for(config.clients_per_round, clients_per_subround)
-    if workers:
-      runtime.use_remote_workers(workers.split(","), lost_after=lost_after, num_subrounds=subrounds)
-    else:
-      runtime.use_local_runtime(max_concurrent_computation_calls=max_concurrent_computation_calls,
-                                lost_after=lost_after, num_subrounds=subrounds)
+    if deployment.export_worker_data_only:
+      experiment.export_worker_data(data, deployment.worker_data_dir)
+      return
+    deployment.use_runtime(config.clients_per_round)
     # A bar only where someone watches: redirected to a log file it would write a line per refresh.
     shown = progress and sys.stderr.isatty()
-    outcome["result"] = experiment.run_experiment(config, progress=shown, plot=plot, data=data)
+    outcome["result"] = experiment.run_experiment(config, progress=shown, plot=plot, data=data,
+                                                  worker_data_dir=deployment.worker_data_dir)
 
   status = run_guarded(train, _saved_so_far(config))
-  if status:
+  if status or "result" not in outcome:
     return status
   result = outcome["result"]
   rounds_done = result.run.rounds_completed

@@ -1,7 +1,7 @@
 """Federated evaluation and the flat metrics of a round."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import tensorflow_federated as tff
@@ -10,17 +10,22 @@ from tff_research.learning import model_fn as model_fn_lib
 from tff_research.learning import process as process_lib
 
 
-def build_evaluation_process(model_fn: model_fn_lib.ModelFn, loop: str = "iterator"):
+def build_evaluation_process(model_fn: model_fn_lib.ModelFn, loop: str = "iterator",
+                             dataset_computation: Optional[tff.Computation] = None):
   """Federated evaluation (`tff.learning.algorithms.build_fed_eval`).
 
   Args:
     model_fn: the model builder the training process uses.
     loop: how clients loop over their batches (`process.LOOP_IMPLEMENTATIONS`).
+    dataset_computation: builds each client's dataset on the worker
+      (`process.with_datasets_built_by`); None: `next` takes datasets.
 
   Returns:
     TFF's evaluation process; `evaluate` runs it on given weights.
   """
-  return tff.learning.algorithms.build_fed_eval(model_fn, loop_implementation=process_lib.loop_implementation(loop))
+  process = tff.learning.algorithms.build_fed_eval(model_fn,
+                                                  loop_implementation=process_lib.loop_implementation(loop))
+  return process_lib.with_datasets_built_by(process, dataset_computation)
 
 
 def evaluate(eval_process, eval_state, model_weights, datasets) -> tuple[Any, dict[str, float]]:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from tff_research import tasks
 from tff_research.aggregation import masked_sum
 from tff_research.data import nwp
+from tff_research.data import worker_data
 from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
 from tff_research.learning import model_fn as model_fn_lib
@@ -295,7 +296,8 @@ def build_model_aggregator(config: ExperimentConfig, rounding_randomness=None,
 def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.ModelFn, *,
                            keep_state_on_worker: bool = True, rounding_randomness=None,
                            log: Optional[Callable[[str], None]] = None,
-                           dp: Optional[dp_config_lib.DpConfig] = None, num_train_clients: int = 0):
+                           dp: Optional[dp_config_lib.DpConfig] = None, num_train_clients: int = 0,
+                           client_data: Optional[worker_data.WorkerData] = None):
   """The run's learning process (`process.build_training_process`) with its aggregator and dropouts.
 
   Args:
@@ -306,6 +308,8 @@ def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.Mode
     log: where a refused secure round's line goes.
     dp: the resolved DP settings (`resolve_dp`), None without DP.
     num_train_clients: with DP, the training clients N.
+    client_data: None: `next` takes datasets; else it takes each client's
+      file name and order, and builds its batches on the worker.
 
   Returns:
     The process.
@@ -314,12 +318,27 @@ def build_training_process(config: ExperimentConfig, model_fn: model_fn_lib.Mode
   secure = config.aggregator == "secure"
   return process_lib.build_training_process(
       model_fn, algorithm_config(config), model_aggregator=aggregator, keep_state_on_worker=keep_state_on_worker,
-      dropouts=config.dropout_simulation() if secure else None, log=log if secure else None)
+      dropouts=config.dropout_simulation() if secure else None, log=log if secure else None,
+      dataset_computation=client_data.dataset_computation(config.client_batch_size) if client_data else None)
+
+
+def export_worker_data(data: nwp.NWPData, worker_data_dir: str,
+                       log: Callable[[str], None] = print) -> worker_data.WorkerData:
+  """`data`'s client files written to `worker_data_dir` where missing (`worker_data.WorkerData.export`)."""
+  client_data = worker_data.WorkerData(data, worker_data_dir)
+  try:
+    written, total = client_data.export()
+  except OSError as e:
+    raise worker_data.WorkerDataError(f"--worker_data_dir: cannot write {client_data.data_dir}: "
+                                      f"{e.strerror or e}") from None
+  log(client_data.summary(written, total))
+  return client_data
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool = True,
                    log: Callable[[str], None] = print, data: Optional[nwp.NWPData] = None,
-                   keras_model: Optional[custom_models.KerasModelBuilder] = None) -> ExperimentResult:
+                   keras_model: Optional[custom_models.KerasModelBuilder] = None,
+                   worker_data_dir: Optional[str] = None) -> ExperimentResult:
   """Trains (or resumes) the configured run.
 
   Args:
@@ -330,6 +349,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
     data: the run's data, if already loaded (`load_nwp_data(config)`).
     keras_model: your own Keras model's builder (`models.custom`: vocab_size
       -> model), e.g. a function defined in a notebook; else `--keras_model`.
+    worker_data_dir: build client datasets on the workers from this
+      directory (`data.worker_data`; written here first, where missing)
+      instead of sending them every round. Same results.
 
   Returns:
     The run's metrics, final model weights, data, unigram baseline and plot path.
@@ -345,9 +367,11 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
   if dp is not None and dp.target_epsilon:
     log(f"--target_epsilon={dp.target_epsilon:g}: noise multiplier {dp.noise_multiplier:.4f} for {config.rounds} "
         f"rounds of {config.clients_per_round} of {len(data.train_client_ids)} clients at delta {dp.delta:.3g}")
+  client_data = export_worker_data(data, worker_data_dir, log) if worker_data_dir else None
   training_process = build_training_process(config, model_fn, log=log, dp=dp,
-                                            num_train_clients=len(data.train_client_ids))
-  evaluation_process = evaluation.build_evaluation_process(model_fn)
+                                            num_train_clients=len(data.train_client_ids), client_data=client_data)
+  evaluation_process = evaluation.build_evaluation_process(
+      model_fn, dataset_computation=client_data.dataset_computation(config.eval_batch_size) if client_data else None)
   hparams: dict[str, Any] = dataclasses.asdict(config)
   # Before the first round: `predict` reads it to suggest words from an unfinished run's checkpoint.
   os.makedirs(config.run_dir, exist_ok=True)
@@ -357,7 +381,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, plot: bool =
       training_process, evaluation_process, data, loop, config.run_dir, hparams,
       progress=progress, log=log, hparam_defaults=dataclasses.asdict(ExperimentConfig()),
       round_warning=masked_sum.quantization_warning if config.aggregator == "secure" else None,
-      round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids), model_fn) if dp is not None else None)
+      round_metrics=epsilon_tracker(config, dp, len(data.train_client_ids), model_fn) if dp is not None else None,
+      client_data=client_data)
   checkpoints.save_model_weights(run.model_weights,
                                  os.path.join(config.run_dir, checkpoints.FINAL_WEIGHTS_FILE))
   unigram = nwp.unigram_baseline_accuracy(data, "test", run.eval_client_ids)

@@ -103,10 +103,29 @@ class ResidentStateProcess:
     return getattr(self._process, name)
 
 
+def with_datasets_built_by(process, dataset_computation: Optional[tff.Computation]):
+  """`process` whose `next` takes `dataset_computation`'s input per client, not a dataset (None: unchanged).
+
+  The computation then builds each client's dataset where the client runs,
+  on the worker (`data.worker_data`). TFF's processes are composed by
+  `tff.simulation.compose_dataset_computation_with_learning_process`; an
+  interactive one's client round, the only call with data, by
+  `compose_dataset_computation_with_computation`.
+  """
+  if dataset_computation is None:
+    return process
+  if isinstance(process, composers.InteractiveLearningProcess):
+    process.client_round = tff.simulation.compose_dataset_computation_with_computation(
+        dataset_computation, process.client_round)
+    return process
+  return tff.simulation.compose_dataset_computation_with_learning_process(dataset_computation, process)
+
+
 def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConfig, *,
                            model_aggregator: Optional[Any] = None, keep_state_on_worker: bool = True,
                            dropouts: Optional[composers.DropoutSimulation] = None,
-                           log: Optional[Callable[[str], None]] = None):
+                           log: Optional[Callable[[str], None]] = None,
+                           dataset_computation: Optional[tff.Computation] = None):
   """The learning process for `config` (see module docstring for its interface).
 
   Args:
@@ -122,6 +141,8 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
       process directly does.
     dropouts: interactive aggregators: the simulated network.
     log: interactive aggregators: where a refused round's line goes.
+    dataset_computation: builds each client's dataset from what `next` is
+      given for it (`with_datasets_built_by`); None: `next` takes datasets.
 
   Returns:
     An object with `initialize`, `next(state, datasets)`, `get_model_weights`
@@ -139,6 +160,7 @@ def build_training_process(model_fn: model_fn_lib.ModelFn, config: AlgorithmConf
     client_optimizer = optimizers_lib.build_optimizer(config.client_optimizer, optimizers_lib.CLIENT_OPTIMIZERS)
     process = algorithms.build_fed_avg(model_fn, client_optimizer, server_optimizer,
                                        model_aggregator=model_aggregator, loop_implementation=loop, **options)
+  process = with_datasets_built_by(process, dataset_computation)
   if isinstance(model_fn, model_fn_lib.NWPModelFn) and not model_fn.initialize_in_graph:
     process = _WithInitialWeights(process, model_fn.initial_weights())
   if keep_state_on_worker and not is_interactive:

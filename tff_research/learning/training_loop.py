@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import json
@@ -46,6 +47,7 @@ import tensorflow_federated as tff
 from tqdm.auto import tqdm
 
 from tff_research.data import nwp
+from tff_research.data import worker_data
 from tff_research.learning import checkpoints
 from tff_research.learning import evaluation
 from tff_research.runtime import context as runtime_context
@@ -225,13 +227,30 @@ class RunFiles:
 EVAL_GROUPS = {"test": "eval", "validation": "validation", "heldout": "heldout"}
 
 
+# What builds a round's per-client inputs: `NWPData` (datasets) or `worker_data.WorkerData` (file names).
+ClientInputs = Any
+
+
+@contextlib.contextmanager
+def _worker_reads(client_data: Optional[worker_data.WorkerData]):
+  """A worker's failed read of a client file as one line (`worker_data.WorkerDataError`)."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    error = worker_data.missing_file_error(e, client_data.data_dir) if client_data is not None else None
+    if error is None:
+      raise
+    raise error from None
+
+
 class _Evaluator:
   """Federated evaluation of a state's model on the run's fixed clients of one split."""
 
-  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig, split: str):
+  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig, split: str,
+               source: ClientInputs):
     self.client_ids = eval_client_ids(data, config, split)
     spec = nwp.ClientSpec(1, config.eval_batch_size, None, shuffle=False)
-    self._datasets = data.client_datasets(self.client_ids, spec, split=split)
+    self._datasets = source.client_datasets(self.client_ids, spec, split=split)
     self._training_process, self._process = training_process, evaluation_process
     self._state = evaluation_process.initialize()
 
@@ -249,10 +268,11 @@ class _Evaluations:
   curve never reads test. Without one, every set is evaluated each time.
   """
 
-  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig):
+  def __init__(self, training_process, evaluation_process, data: nwp.NWPData, config: LoopConfig,
+               source: ClientInputs):
     self._config = config
     present = [s for s in EVAL_GROUPS if s == "test" or data.client_ids(s)]
-    self.by_group = {EVAL_GROUPS[s]: _Evaluator(training_process, evaluation_process, data, config, s)
+    self.by_group = {EVAL_GROUPS[s]: _Evaluator(training_process, evaluation_process, data, config, s, source)
                      for s in present}
 
   def due(self, round_num: int) -> list[str]:
@@ -284,6 +304,7 @@ def run_federated_training(
     files: Optional[RunFiles] = None,
     round_warning: Optional[Callable[[dict[str, Any], int], Optional[str]]] = None,
     round_metrics: Optional[Callable[[int, dict[str, Any]], dict[str, Any]]] = None,
+    client_data: Optional[worker_data.WorkerData] = None,
 ) -> RunResult:
   """Trains for `config.rounds` rounds in total, resuming from `run_dir` if it has a checkpoint.
 
@@ -304,6 +325,10 @@ def run_federated_training(
     round_metrics: `round_metrics(round_num, record)` -> more groups of the
       round's record (e.g. `{"privacy": {"epsilon": ...}}`, the accountant's,
       which may read the aggregator's groups of `record`).
+    client_data: None: each round sends its clients' datasets, built here
+      from `data`; a `worker_data.WorkerData`: it sends their file names and
+      window orders, and the processes (composed with its
+      `dataset_computation`) build the datasets on the workers.
 
   Returns:
     The rounds run, the final evaluation, each round's metrics and the final model weights.
@@ -314,20 +339,22 @@ def run_federated_training(
   files = files or RunFiles(run_dir, config.keep_checkpoints)
   with runtime_context.guard_worker_calls():  # rounds are guarded one at a time, checkpoints outside
     state, resumed_from = _restore(files, training_process, config, log)
-  evaluations = _Evaluations(training_process, evaluation_process, data, config)
+  source = client_data or data
+  evaluations = _Evaluations(training_process, evaluation_process, data, config, source)
   rounds = range(resumed_from + 1, config.rounds + 1)
   bar = tqdm(total=config.rounds, initial=resumed_from, unit="round", dynamic_ncols=True) if (
       progress and len(rounds)) else None
   try:
     hooks = _Hooks(round_warning, round_metrics)
-    state, history, final = _train_rounds(training_process, state, data, config, rounds, files, evaluations,
-                                          hooks, bar, log)
+    with _worker_reads(client_data):
+      state, history, final = _train_rounds(training_process, state, (data, source), config, rounds, files,
+                                            evaluations, hooks, bar, log)
   finally:
     if bar is not None:
       bar.close()
   if not len(rounds):
     final = _recorded_evals(files.metrics_path, resumed_from, evaluations.by_group)
-  with runtime_context.guard_worker_calls():
+  with runtime_context.guard_worker_calls(), _worker_reads(client_data):
     if set(final) != set(evaluations.by_group):
       final = evaluations(state)
     weights = training_process.get_model_weights(state)
@@ -356,10 +383,10 @@ class _Hooks:
   metrics: Optional[Callable[[int, dict[str, Any]], dict[str, Any]]] = None
 
 
-def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig, rounds: range, files: RunFiles,
-                  evaluations: _Evaluations, hooks: _Hooks, bar, log):
+def _train_rounds(training_process, state, data: tuple[nwp.NWPData, ClientInputs], config: LoopConfig,
+                  rounds: range, files: RunFiles, evaluations: _Evaluations, hooks: _Hooks, bar, log):
   """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last
-  evaluation of each set (by group)."""
+  evaluation of each set (by group). `data`: the windows and what a round sends of them."""
   history: list[dict[str, float]] = []
   final: dict[str, dict[str, float]] = {}
   warned = False
@@ -385,12 +412,14 @@ def _train_rounds(training_process, state, data: nwp.NWPData, config: LoopConfig
   return state, history, final
 
 
-def _train_round(training_process, state, data: nwp.NWPData, config: LoopConfig, round_num: int):
+def _train_round(training_process, state, data: tuple[nwp.NWPData, ClientInputs], config: LoopConfig,
+                 round_num: int):
   """One round on its sampled clients; returns the new state and the round's record."""
   round_start = time.time()
+  data, source = data
   sample = sample_clients_in_epochs if config.client_sampling == "shuffled_epochs" else sample_clients
   client_ids = sample(data.train_client_ids, config.clients_per_round, config.seed, round_num)
-  datasets = data.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
+  datasets = source.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
   output = training_process.next(state, datasets)
   record: dict[str, Any] = {"train": _finite(evaluation.train_metrics(output.metrics))}
   record.update(evaluation.aggregator_metrics(output.metrics))
