@@ -38,7 +38,7 @@ demo: setup
 	@$(PY) -m tff_research.predict $(DEMO_DIR)/shakespeare_fedavg $(DEMO_PROMPTS)
 
 test: setup lint
-	$(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=12
 
 # ruff.toml: pycodestyle, pyflakes, bugbear and import order; the code stays clean.
 lint: setup
