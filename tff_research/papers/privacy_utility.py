@@ -91,14 +91,20 @@ def analyze(rows: list[dict[str, Any]]) -> dict[str, Any]:
                   "noise_multiplier": row.get("dp_noise_multiplier"), "rounds": row["rounds"],
                   "accuracy": accuracy, "accuracy_share_of_no_dp": accuracy / plain["final_accuracy"]
                   if plain.get("final_accuracy") else None,
-                  "above_unigram": accuracy > row["unigram_accuracy"], "train_seconds": row["train_seconds"]})
+                  "above_unigram": accuracy > row["unigram_accuracy"], "loss": row.get("final_loss"),
+                  "train_seconds": row["train_seconds"]})
   return {"table": table, "unigram_accuracy": plain["unigram_accuracy"], "clip": CLIP,
           "clients_per_round": plain.get("clients_per_round")}
 
 
 def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Each planned run in turn; the results so far are written after each (the paper scale takes hours)."""
   planned = plan(context.scale)
-  rows = context.run(planned)
-  for row, run in zip(rows, planned):
+  rows: list[dict[str, Any]] = []
+  for run in planned:
+    row = context.run([run])[0]
     row["clients_per_round"] = run.config.clients_per_round
+    rows.append(row)
+    if len(rows) < len(planned):
+      context.publish(rows, analyze(rows))
   return rows, analyze(rows)

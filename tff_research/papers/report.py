@@ -132,12 +132,12 @@ def privacy_utility_markdown(summary: dict[str, Any]) -> str:
   rows = [[t["mode"], t["target_epsilon"], _fmt(t["epsilon"], 3), "-" if t["delta"] is None else f"{t['delta']:.2g}",
            _fmt(t["noise_multiplier"], 3), t["rounds"], _pct(t["accuracy"]),
            "-" if t["accuracy_share_of_no_dp"] is None else f"{100 * t['accuracy_share_of_no_dp']:.0f} %",
-           "yes" if t["above_unigram"] else "no", t["train_seconds"]] for t in a["table"]]
+           "yes" if t["above_unigram"] else "no", _fmt(t.get("loss"), 3), t["train_seconds"]] for t in a["table"]]
   return "\n\n".join([
       f"{a['clients_per_round']} clients a round, clip {a['clip']:g}; unigram baseline "
       f"{_pct(a['unigram_accuracy'])}.",
       _table(["mode", "target epsilon", "epsilon reached", "delta", "noise multiplier", "rounds", "final accuracy",
-              "of no-DP accuracy", "above unigram", "train s"], rows)])
+              "of no-DP accuracy", "above unigram", "eval loss", "train s"], rows)])
 
 
 def fedavg_vs_fedsgd_char_markdown(summary: dict[str, Any]) -> str:
