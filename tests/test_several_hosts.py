@@ -53,8 +53,8 @@ def _export_and_copy(tmp_path, python_env, repo_root, shakespeare_dir) -> tuple[
   copies = [str(tmp_path / f"host{i + 1}_data") for i in range(WORKERS)]
   for copy in copies:
     shutil.copytree(exported, copy)
-  for name in os.listdir(exported):
-    os.remove(os.path.join(exported, name))
+  shutil.rmtree(exported)
+  os.makedirs(exported)
   return exported, copies
 
 

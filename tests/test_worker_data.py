@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -46,6 +47,7 @@ def test_datasets_built_on_the_worker_train_the_same_weights_bit_for_bit(smoke, 
   client_data = worker_data.WorkerData(data, str(tmp_path / "worker"))
   written, total = client_data.export()
   assert written == total == sum(len(data.client_ids(s)) for s in nwp.SPLITS)
+  assert sum(len(files) for _, _, files in os.walk(client_data.data_dir)) == total
   sent = _run(config, data, str(tmp_path / "sent"))
   built = _run(config, data, str(tmp_path / "built"), client_data)
   for a, b in zip(tf.nest.flatten(sent.model_weights.trainable), tf.nest.flatten(built.model_weights.trainable)):
@@ -98,8 +100,8 @@ def test_a_worker_without_the_files_stops_in_one_line_and_keeps_the_last_checkpo
   client_data.export()
   run_dir = str(tmp_path / "run")
   _run(dataclasses.replace(config, rounds=1), data, run_dir, client_data)
-  for name in os.listdir(client_data.data_dir):  # the worker's directory loses its data (another host's)
-    os.remove(os.path.join(client_data.data_dir, name))
+  shutil.rmtree(client_data.data_dir)  # the worker's directory loses its data (another host's)
+  os.makedirs(client_data.data_dir)
   with pytest.raises(worker_data.WorkerDataError) as raised:
     _run(config, data, run_dir, client_data)
   line = str(raised.value)

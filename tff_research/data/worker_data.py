@@ -2,7 +2,9 @@
 
 `WorkerData(data, data_dir)` writes every client's int32 windows of every
 split to `data_dir` (`export`), one file per client and split, named by a
-hash of the client, the split and the windows themselves. A round then sends
+hash of the client, the split and the windows themselves, in 256
+subdirectories by the name's first two hex digits (a corpus of a million
+clients would crowd one directory). A round then sends
 each sampled client only that name and the order of its windows
 (`NWPData.row_order`: the same seeds, epochs and cap as the driver-side
 `client_dataset`), and `dataset_computation` builds the batches inside the
@@ -62,15 +64,19 @@ class WorkerData:
     os.makedirs(self.data_dir, exist_ok=True)
     written = 0
     for (split, client), key in self._keys.items():
-      path = os.path.join(self.data_dir, key + FILE_SUFFIX)
+      path = self._path(key)
       if os.path.exists(path):
         continue
+      os.makedirs(os.path.dirname(path), exist_ok=True)
       rows = getattr(self.data, split)[client]
       with open(path + ".tmp", "wb") as f:
         f.write(tf.make_tensor_proto(np.ascontiguousarray(rows, dtype=np.int32)).SerializeToString())
       os.replace(path + ".tmp", path)
       written += 1
     return written, len(self._keys)
+
+  def _path(self, key: str) -> str:
+    return os.path.join(self.data_dir, key[:2], key + FILE_SUFFIX)
 
   def client_datasets(self, client_ids: Sequence[str], spec: nwp.ClientSpec, split: str = "train",
                       seed: int = 0, round_num: int = 0) -> list[dict[str, Any]]:
@@ -83,7 +89,7 @@ class WorkerData:
 
     @tff.tensorflow.computation(CLIENT_INPUT_TYPE)
     def client_dataset(client):
-      path = tf.strings.join([data_dir, "/", client.key, FILE_SUFFIX])
+      path = tf.strings.join([data_dir, "/", tf.strings.substr(client.key, 0, 2), "/", client.key, FILE_SUFFIX])
       rows = tf.ensure_shape(tf.io.parse_tensor(tf.io.read_file(path), tf.int32), [None, width])
       rows = tf.gather(rows, client.order)
       return tf.data.Dataset.from_tensor_slices((rows[:, :-1], rows[:, 1:])).batch(batch_size)
