@@ -105,6 +105,6 @@ def execute(context: common.Context) -> tuple[list[dict[str, Any]], dict[str, An
     row = context.run([run])[0]
     row["clients_per_round"] = run.config.clients_per_round
     rows.append(row)
-    if len(rows) < len(planned):
+    if len(rows) < len(planned) and context.scale != "smoke":  # seconds at smoke scale: no need
       context.publish(rows, analyze(rows))
   return rows, analyze(rows)
