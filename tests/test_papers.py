@@ -262,6 +262,33 @@ def test_a_replanned_stage_runs_only_what_changed(tmp_path):
   assert [r["rounds"] for r in rows] == [40, 10, 20]
 
 
+def test_a_finished_run_is_read_back_from_its_result_without_checkpoints(tmp_path, monkeypatch):
+  """A fresh clone has metrics and result.json but no checkpoints: the run is not trained again."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
+  base = dataclasses.replace(common.base_config("smoke"), rounds=5)
+  run = common.PlannedRun("done", base, {"mode": "none"})
+  config = dataclasses.replace(base, output_dir=str(tmp_path / "runs"), experiment_name="done")
+  os.makedirs(config.run_dir)
+  row = {"label": "done", "mode": "none", "rounds": 5, "final_accuracy": 0.25, "final_perplexity": float("nan")}
+  common.write_finished_row(config, run, row)
+
+  def must_not_train(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(experiment, "run_experiment", must_not_train)
+  (read,) = common.run_planned([run], data=None, out_dir=str(tmp_path), log=lambda line: None)
+  assert read["final_accuracy"] == 0.25 and read["rounds"] == 5
+  # Other settings, other parameters or a longer budget: the saved row is not this run's result.
+  for changed in (common.PlannedRun("done", dataclasses.replace(base, client_learning_rate=0.25), run.params),
+                  common.PlannedRun("done", base, {"mode": "central"}),
+                  common.PlannedRun("done", dataclasses.replace(base, rounds=9), run.params)):
+    assert common.finished_row(dataclasses.replace(changed.config, output_dir=config.output_dir,
+                                                   experiment_name="done"), changed) is None
+  # A stage's stop (until_round) does not change the settings it was saved with.
+  assert common.finished_row(dataclasses.replace(config, rounds=3), run) is not None
+
+
 def test_mean_std_ignores_nan():
   assert common.mean_std([0.1, 0.3, float("nan")]) == (pytest.approx(0.2), pytest.approx(0.1414, abs=1e-4))
   assert common.mean_std([0.5]) == (0.5, 0.0)

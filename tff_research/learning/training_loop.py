@@ -40,7 +40,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import tensorflow_federated as tff
@@ -227,8 +227,19 @@ class RunFiles:
 EVAL_GROUPS = {"test": "eval", "validation": "validation", "heldout": "heldout"}
 
 
-# What builds a round's per-client inputs: `NWPData` (datasets) or `worker_data.WorkerData` (file names).
-ClientInputs = Any
+class ClientInputs(Protocol):
+  """What builds a round's per-client inputs: `NWPData` (datasets) or `worker_data.WorkerData` (file names)."""
+
+  def client_datasets(self, client_ids: Sequence[str], spec: nwp.ClientSpec, split: str = "train",
+                      seed: int = 0, round_num: int = 0) -> list[Any]:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainClients:
+  """Who a round may sample and what it sends them."""
+  ids: Sequence[str]
+  inputs: ClientInputs
 
 
 @contextlib.contextmanager
@@ -347,8 +358,8 @@ def run_federated_training(
   try:
     hooks = _Hooks(round_warning, round_metrics)
     with _worker_reads(client_data):
-      state, history, final = _train_rounds(training_process, state, (data, source), config, rounds, files,
-                                            evaluations, hooks, bar, log)
+      state, history, final = _train_rounds(training_process, state, _TrainClients(data.train_client_ids, source),
+                                            config, rounds, files, evaluations, hooks, bar, log)
   finally:
     if bar is not None:
       bar.close()
@@ -383,10 +394,10 @@ class _Hooks:
   metrics: Optional[Callable[[int, dict[str, Any]], dict[str, Any]]] = None
 
 
-def _train_rounds(training_process, state, data: tuple[nwp.NWPData, ClientInputs], config: LoopConfig,
+def _train_rounds(training_process, state, clients: _TrainClients, config: LoopConfig,
                   rounds: range, files: RunFiles, evaluations: _Evaluations, hooks: _Hooks, bar, log):
   """Trains, evaluates and records `rounds`; returns the last state, each round's metrics and the last
-  evaluation of each set (by group). `data`: the windows and what a round sends of them."""
+  evaluation of each set (by group)."""
   history: list[dict[str, float]] = []
   final: dict[str, dict[str, float]] = {}
   warned = False
@@ -396,7 +407,7 @@ def _train_rounds(training_process, state, data: tuple[nwp.NWPData, ClientInputs
     # kept on the worker for the checkpoint; the files are written outside, never interrupted.
     try:
       with runtime_context.guard_worker_calls():
-        state, record = _train_round(training_process, state, data, config, round_num)
+        state, record = _train_round(training_process, state, clients, config, round_num)
         due = evaluations.due(round_num)
         results = evaluations(state, due) if due else {}
         checkpoint = resident.fetch(state)
@@ -412,14 +423,12 @@ def _train_rounds(training_process, state, data: tuple[nwp.NWPData, ClientInputs
   return state, history, final
 
 
-def _train_round(training_process, state, data: tuple[nwp.NWPData, ClientInputs], config: LoopConfig,
-                 round_num: int):
+def _train_round(training_process, state, clients: _TrainClients, config: LoopConfig, round_num: int):
   """One round on its sampled clients; returns the new state and the round's record."""
   round_start = time.time()
-  data, source = data
   sample = sample_clients_in_epochs if config.client_sampling == "shuffled_epochs" else sample_clients
-  client_ids = sample(data.train_client_ids, config.clients_per_round, config.seed, round_num)
-  datasets = source.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
+  client_ids = sample(clients.ids, config.clients_per_round, config.seed, round_num)
+  datasets = clients.inputs.client_datasets(client_ids, config.client_spec, "train", config.seed, round_num)
   output = training_process.next(state, datasets)
   record: dict[str, Any] = {"train": _finite(evaluation.train_metrics(output.metrics))}
   record.update(evaluation.aggregator_metrics(output.metrics))

@@ -7,12 +7,16 @@ and run them on data loaded once. Long experiments run in stages
 (`run_staged`): every run to round s, then every run to 2s, ..., with the
 results written after each stage, so all methods have the same rounds behind
 them whenever the job stops. Outputs go to `output_dir/papers/<scale>/<experiment>/`:
-  runs/<label>/     each run's own directory (metrics.csv, checkpoints, ...)
+  runs/<label>/     each run's own directory (metrics.csv, checkpoints, ...;
+                    result.json once it has run its budget)
   results.csv       one row per run: its parameters and final metrics
   summary.json      the analysis (tables the REPRODUCTION.md shows), command,
                     hardware, wall time
   *.png             the plots
-Rerunning the same command resumes: finished runs are only re-evaluated.
+Rerunning the same command resumes: a finished run's result row is read back
+from its result.json (committed with metrics.csv, so a fresh clone without
+checkpoints does not train it again), an unfinished one continues after its
+latest checkpoint.
 """
 from __future__ import annotations
 
@@ -140,6 +144,11 @@ def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
     if until_round:
       config = dataclasses.replace(config, rounds=min(config.rounds, until_round))
     log(f"[{index}/{len(planned)}] {run.label}: {run.params}")
+    finished = finished_row(config, run)
+    if finished is not None:
+      rows.append(finished)
+      log(f"    finished earlier ({RESULT_FILE}): final accuracy {finished.get('final_accuracy', float('nan')):.4f}")
+      continue
     result = experiment.run_experiment(config, progress=False, plot=False, data=data,
                                        log=lambda line: None)
     history = training_loop.read_metrics_csv(os.path.join(config.run_dir, "metrics.csv"))
@@ -153,9 +162,45 @@ def run_planned(planned: Sequence[PlannedRun], data, out_dir: str,
       row["dp_noise_multiplier"] = result.dp.noise_multiplier
       row.update({f"privacy_{k}": v for k, v in (result.privacy or {}).items()})
     rows.append(row)
+    if row["rounds"] >= run.config.rounds:
+      write_finished_row(config, run, row)
     log(f"    final accuracy {row.get('final_accuracy', float('nan')):.4f}, "
         f"{train_seconds:.0f} s of rounds")
   return rows
+
+
+RESULT_FILE = "result.json"
+# Settings that do not change what a run computes (where files go, what it prints).
+_PLACE_KEYS = ("output_dir", "data_dir", "verbose", "progress")
+
+
+def _settings(config: ExperimentConfig, run: PlannedRun) -> dict[str, Any]:
+  settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACE_KEYS}
+  settings["rounds"] = run.config.rounds  # the budget, not a stage's stop
+  return json.loads(json.dumps(settings, default=str))
+
+
+def finished_row(config: ExperimentConfig, run: PlannedRun) -> Optional[dict[str, Any]]:
+  """The result row `run` wrote when it ran its whole budget with these settings; None otherwise."""
+  path = os.path.join(config.run_dir, RESULT_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  if saved.get("settings") != _settings(config, run) or saved.get("params") != json.loads(json.dumps(run.params)):
+    return None
+  return saved["row"]
+
+
+def write_finished_row(config: ExperimentConfig, run: PlannedRun, row: dict[str, Any]) -> str:
+  """Writes `row` as the result of `run` (atomically), for `finished_row` to read back."""
+  path = os.path.join(config.run_dir, RESULT_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({"settings": _settings(config, run), "params": run.params, "row": row}, f, indent=2,
+              default=_json_default)
+  os.replace(tmp, path)
+  return path
 
 
 def completed_rounds(out_dir: str, label: str) -> int:
