@@ -293,6 +293,11 @@ def _plot_privacy_utility(summary: dict[str, Any]):
       ax.axhline(t["accuracy"], ls="--", color="black", lw=1, label="no DP")
   ax.axhline(a["unigram_accuracy"], ls=":", color="gray", lw=1, label="unigram baseline")
   ax.set_xscale("log")
+  epsilons = [t["epsilon"] for t in a["table"] if t["epsilon"]]
+  if epsilons:  # plain numbers on the log axis, not powers of ten
+    ticks = [v for v in (0.5, 1, 2, 5, 10, 20, 50) if min(epsilons) / 1.5 <= v <= max(epsilons) * 1.5]
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks], minor=False)
+    ax.set_xticks([], minor=True)
   ax.set_xlabel("epsilon after the run (delta in the table)")
   ax.set_ylabel("final test accuracy (no special tokens)")
   ax.set_title(textwrap.fill(TITLES["privacy_utility"], 60))
