@@ -24,6 +24,8 @@ Randomness. The rounding and the noise of a client are drawn from its own
 seed, which comes from the OS CSPRNG of that client (`encoders`: derived
 from the rounding seed of `protocol.ClientState`), never from anything the
 server knows; only tests inject it (`masked_sum.reproducible_rounding`).
+TF's stateless Philox expands it in the worker (no AES op runs there):
+a 64-bit key and no cryptographic claim, as in TFF's own factory.
 The rotation's signs are public (a seed drawn once when the aggregator is
 built): they spread an update over the coordinates so that few values wrap
 around, and privacy does not depend on them.
