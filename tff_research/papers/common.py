@@ -177,7 +177,12 @@ _PLACE_KEYS = ("output_dir", "data_dir", "verbose", "progress")
 def _settings(config: ExperimentConfig, run: PlannedRun) -> dict[str, Any]:
   settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACE_KEYS}
   settings["rounds"] = run.config.rounds  # the budget, not a stage's stop
-  return json.loads(json.dumps(settings, default=str))
+  return _as_json(settings)
+
+
+def _as_json(value: Any) -> Any:
+  """`value` as it reads back from JSON (tuples as lists, numpy scalars as numbers), for comparisons."""
+  return json.loads(json.dumps(value, default=_json_default))
 
 
 def finished_row(config: ExperimentConfig, run: PlannedRun) -> Optional[dict[str, Any]]:
@@ -187,18 +192,22 @@ def finished_row(config: ExperimentConfig, run: PlannedRun) -> Optional[dict[str
     return None
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
-  if saved.get("settings") != _settings(config, run) or saved.get("params") != json.loads(json.dumps(run.params)):
+  if saved.get("settings") != _settings(config, run) or saved.get("params") != _as_json(run.params):
     return None
   return saved["row"]
 
 
 def write_finished_row(config: ExperimentConfig, run: PlannedRun, row: dict[str, Any]) -> str:
   """Writes `row` as the result of `run` (atomically), for `finished_row` to read back."""
-  path = os.path.join(config.run_dir, RESULT_FILE)
+  return _write_json(os.path.join(config.run_dir, RESULT_FILE),
+                     {"settings": _settings(config, run), "params": run.params, "row": row})
+
+
+def _write_json(path: str, value: Any) -> str:
+  """Writes `value` to `path` atomically (a stopped job leaves the old file or the new one, never half)."""
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({"settings": _settings(config, run), "params": run.params, "row": row}, f, indent=2,
-              default=_json_default)
+    json.dump(value, f, indent=2, default=_json_default)
   os.replace(tmp, path)
   return path
 
@@ -336,12 +345,7 @@ def write_summary(out_dir: str, name: str, scale: str, command: str, wall_second
       "date": datetime.date.today().isoformat(), "hardware": hardware(),
       "wall_seconds": round(wall_seconds, 1), "analysis": analysis, "runs": list(rows),
   }
-  path = os.path.join(out_dir, "summary.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=2, default=_json_default)
-  os.replace(tmp, path)
-  return path
+  return _write_json(os.path.join(out_dir, "summary.json"), summary)
 
 
 def _json_default(value: Any) -> Any:
