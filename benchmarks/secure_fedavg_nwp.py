@@ -20,7 +20,9 @@ median over those rounds of secure / plain for the same round
 (`secure_round_time_ratio[<prg>]`), the final federated test accuracy and
 loss, the clipped count, and the worker's CPU seconds per steady round
 (`extra_worker_cpu_s`: the masks' share of it is zero for AES-CTR,
-expanded in Python, so the Python process's CPU is printed too).
+expanded in Python, so the Python process's CPU is printed too), and the
+peak RSS of this process and of the worker during each process's rounds
+(sampled every 0.2 s: `peak_rss_gb`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import sys
 import time
 
 from benchmarks import pairing
+from benchmarks.round_overhead import PeakRss
 from tff_research.runtime import logs
 
 
@@ -88,15 +91,20 @@ def _train_side_by_side(base, configs, data):
   states = {name: p.initialize() for name, p in processes.items()}
   names = list(processes)
   orders = list(itertools.permutations(names))  # every pair in either order equally often
-  timing = {key: {name: [] for name in names} for key in ("wall", "worker_cpu", "python_cpu", "position")}
+  timing = {key: {name: [] for name in names} for key in ("wall", "worker_cpu", "python_cpu", "position",
+                                                           "python_rss", "worker_rss")}
   secure = {name: {} for name in names}
   for round_num in range(1, base.rounds + 1):
     ids = training_loop.sample_clients(data.train_client_ids, base.clients_per_round, base.seed, round_num)
     datasets = data.client_datasets(ids, loop.client_spec, "train", base.seed, round_num)
     for position, name in enumerate(orders[round_num % len(orders)]):
+      rss = PeakRss()
       start, start_cpu, start_py = time.perf_counter(), workers.worker_cpu_seconds(), time.process_time()
       output = processes[name].next(states[name], datasets)
       states[name] = output.state
+      rss.stop()
+      timing["python_rss"][name].append(rss.python_peak)
+      timing["worker_rss"][name].append(rss.worker_peak)
       timing["wall"][name].append(time.perf_counter() - start)
       timing["worker_cpu"][name].append(workers.worker_cpu_seconds() - start_cpu)
       timing["python_cpu"][name].append(time.process_time() - start_py)
@@ -136,6 +144,8 @@ def _report(args, base, timing, secure, final):
                f"upload {s['upload_bytes_per_client']:,.0f} B/client")
     print(f"{name}: median round {statistics.median(pairing.steady(wall[name])):.2f} s, final accuracy "
           f"{final[name]['accuracy']:.4f}, eval loss {final[name]['loss']:.4f}{extra}")
+    print(f"{name}: peak_rss_gb python {max(timing['python_rss'][name]) / 1e9:.2f}, "
+          f"worker {max(timing['worker_rss'][name]) / 1e9:.2f}")
   for key in ("wall", "worker_cpu", "python_cpu"):
     for name in names:
       print(f"{name}_{key}_s=" + ",".join(f"{t:.2f}" for t in timing[key][name]))

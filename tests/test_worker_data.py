@@ -117,3 +117,22 @@ def test_the_directory_is_required(smoke):
   _, data = smoke
   with pytest.raises(ValueError, match="--worker_data_dir is empty"):
     worker_data.WorkerData(data, "")
+
+
+def test_a_secure_round_streamed_in_groups_with_data_on_the_worker_trains_the_same_weights(smoke, tmp_path):
+  """The secure client round in 2 groups (learning.client_groups), its client round composed with the
+  dataset computation: the same weights bit for bit as one call a round with datasets sent."""
+  from tff_research import runtime  # pylint: disable=g-import-not-at-top
+  config, data = smoke
+  config = dataclasses.replace(config, aggregator="secure")
+  client_data = worker_data.WorkerData(data, str(tmp_path / "worker"))
+  client_data.export()
+  sent = _run(config, data, str(tmp_path / "sent"))
+  try:
+    runtime.use_local_runtime(num_subrounds=2)
+    built = _run(config, data, str(tmp_path / "built"), client_data)
+  finally:
+    runtime.use_local_runtime()  # the rest of the suite runs on one call a round again
+  for a, b in zip(tf.nest.flatten(sent.model_weights.trainable), tf.nest.flatten(built.model_weights.trainable)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert [h["secure/clients"] for h in built.history] == [config.clients_per_round] * config.rounds

@@ -11,7 +11,8 @@ seam, written once; `masked_sum.SecureSumFactory` is its implementation and
 A round of an `InteractiveAggregationProcess`:
 
   start_round(n, round_num, dropped, attempt)   Python: a `RoundPlan`, or `Refused`
-  client_materials(plan)                        Python: one CLIENTS-placed input per survivor
+  client_materials(plan[, members])             Python: one CLIENTS-placed input per survivor
+                                                (or per member: a round streamed in groups)
   client_stage(state@S, value@C[, weight@C], material@C)
                                   -> <partial@S, clients@S>       Federated Core
   correction(plan, clients)                     Python: the SERVER-placed input, or `Refused`
@@ -19,6 +20,14 @@ A round of an `InteractiveAggregationProcess`:
                                   -> MeasuredProcessOutput@S      Federated Core
   measurements(plan, server_measurements)       Python: the round's measurements
   release()                                     Python: frees what the materials hold
+
+A caller may run the client stage on groups of the survivors, one call
+after another (a round of 1,000 clients through one worker): it asks for one
+group's materials, calls the stage, and releases them before the next group,
+so the materials of one group at a time exist; the groups' partial results
+are merged by TFF's own merge of the stage's aggregations
+(`learning.client_groups`). The correction is computed once, after the last
+group, from the count of all of them.
 
 A refused round is a value (`Refused`), not an exception the caller has to
 know: nothing was released and the state is what it was, so the composer may
@@ -78,8 +87,12 @@ class InteractiveAggregationProcess(abc.ABC):
     """The round's setup for `num_clients` clients of which `dropped` drop after it."""
 
   @abc.abstractmethod
-  def client_materials(self, plan: RoundPlan) -> list[Any]:
-    """One CLIENTS-placed input of `client_stage` per survivor, in order."""
+  def client_materials(self, plan: RoundPlan, members: Optional[Sequence[int]] = None) -> list[Any]:
+    """One CLIENTS-placed input of `client_stage` per survivor, in order.
+
+    `members`: only these survivors' (indices into the round's clients, a
+    subset of `plan.survivors`, in order), for a stage run on a group.
+    """
 
   @abc.abstractmethod
   def correction(self, plan: RoundPlan, clients: int) -> Any:

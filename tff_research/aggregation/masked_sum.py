@@ -363,8 +363,11 @@ class MaskedSumProcess(interactive.InteractiveAggregationProcess):
       return interactive.Refused(round_num, str(e))
     return interactive.RoundPlan(round_num, secure_round.survivors, secure_round.dropped, secure_round.protocol)
 
-  def client_materials(self, plan: interactive.RoundPlan) -> list[Any]:
-    return self.driver.client_materials(plan.protocol, plan.survivors)
+  def client_materials(self, plan: interactive.RoundPlan, members: Optional[Sequence[int]] = None) -> list[Any]:
+    members = plan.survivors if members is None else list(members)
+    if not set(members) <= set(plan.survivors):
+      raise ValueError(f"round {plan.round_num}: materials asked for clients that are not survivors")
+    return self.driver.client_materials(plan.protocol, members)
 
   def correction(self, plan: interactive.RoundPlan, clients: int) -> Any:
     try:

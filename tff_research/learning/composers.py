@@ -24,10 +24,19 @@ is started over, up to `max_attempts` times, with new dropouts; then
 `SecureAggregationError`. Clients that drop (`DropoutSimulation`) drop after
 the aggregator's setup and are not trained at all: nothing they would
 compute reaches the server.
+
+Where the runtime streams a call's clients through one worker in groups
+(`num_subrounds` > 1, `--clients_per_subround`), the client round runs on
+that many groups of survivors itself, one call each, with one group's
+materials in memory at a time (`client_groups`), its calls unsplit within
+`runtime.context.whole_calls()`. With several workers TFF's mergeable
+context splits the one call across them, every survivor's materials made
+before it.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,7 +46,9 @@ import tensorflow_federated as tff
 
 from tff_research.aggregation import interactive
 from tff_research.aggregation.secagg.protocol import SecureAggregationError
+from tff_research.learning import client_groups
 from tff_research.learning.dropouts import DropoutSimulation
+from tff_research.runtime import context as context_lib
 from tff_research.runtime import resident
 
 MAX_ROUND_ATTEMPTS = 5
@@ -171,6 +182,7 @@ class InteractiveLearningProcess:
     # Attempts per round: a retried round draws new dropouts, while a resumed
     # run draws what an uninterrupted one would.
     self._attempts: dict[int, int] = collections.defaultdict(int)
+    self._grouped: Optional[client_groups.GroupedClientRound] = None
 
   def initialize(self):
     return self.initialize_fn()
@@ -211,18 +223,17 @@ class InteractiveLearningProcess:
     plan = self.aggregator.start_round(n, round_num, dropped, attempt)
     if isinstance(plan, interactive.Refused):
       return plan
+    groups = client_groups.split(plan.survivors, context_lib.own_stream_groups())
     try:
-      return self._run_stages(state, [client_data[u] for u in plan.survivors], plan)
+      with context_lib.whole_calls():  # the groups are this process's own (client_groups)
+        return self._run_stages(state, client_data, plan, groups)
     finally:
       # Only now: a kept value may be computed when it is used, so the
       # materials are read for sure once the server round's outputs are back.
       self.aggregator.release()
 
-  def _run_stages(self, state, survivors_data, plan: interactive.RoundPlan):
-    # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
-    # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
-    out = self._call(self.client_round, state, survivors_data, self.aggregator.client_materials(plan),
-                     keep=("state", "masked_sum"), chain_step=0)
+  def _run_stages(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]]):
+    out = self._client_stage(state, client_data, plan, groups)
     correction = self.aggregator.correction(plan, int(out["clients"]))
     if isinstance(correction, interactive.Refused):
       return correction
@@ -232,6 +243,21 @@ class InteractiveLearningProcess:
         distributor=out["distributor"], client_work=out["client_work"],
         aggregator=self.aggregator.measurements(plan, srv["aggregator"]), finalizer=srv["finalizer"])
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
+
+  def _client_stage(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]]):
+    """The client round on the survivors: one call, or one per group where the runtime streams clients."""
+    # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
+    # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
+    keep = ("state", "masked_sum")
+    if len(groups) == 1:
+      return self._call(self.client_round, state, [client_data[u] for u in plan.survivors],
+                        self.aggregator.client_materials(plan), keep=keep, chain_step=0)
+    if self._grouped is None or self._grouped.client_round is not self.client_round:
+      self._grouped = client_groups.GroupedClientRound(self.client_round)  # (with_datasets_built_by may swap it)
+    return self._grouped(
+        self._call, state,
+        [([client_data[u] for u in group], functools.partial(self.aggregator.client_materials, plan, group))
+         for group in groups], self.aggregator.release, keep)
 
   @staticmethod
   def _round_number(state) -> int:

@@ -392,8 +392,8 @@ class DistributedDpProcess(interactive.InteractiveAggregationProcess):
                                  f"the {self.params.min_clients} whose noise the privacy guarantee needs")
     return self.secure.start_round(num_clients, round_num, dropped, attempt)
 
-  def client_materials(self, plan: interactive.RoundPlan) -> list[Any]:
-    return self.secure.client_materials(plan)
+  def client_materials(self, plan: interactive.RoundPlan, members: Optional[Sequence[int]] = None) -> list[Any]:
+    return self.secure.client_materials(plan, members)
 
   def correction(self, plan: interactive.RoundPlan, clients: int) -> Any:
     return self.secure.correction(plan, clients)

@@ -14,7 +14,10 @@ which splits each round's clients across them.
 workers in K groups, one after another where there are fewer workers than
 groups: a worker then holds one group's client data and results at a time
 instead of the whole round's, at the cost of the state travelling through
-Python (BENCHMARKS.md, "Clients a round at scale").
+Python (BENCHMARKS.md, "Clients a round at scale"). A caller that streams its
+clients itself, because each group needs inputs made just for it (the secure
+sum's masks, `learning.composers`), reads `own_stream_groups()` and makes
+its calls inside `whole_calls()`, where they run unsplit on the one worker.
 """
 from __future__ import annotations
 
@@ -38,6 +41,11 @@ _OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
 # exactly one (runtime.resident keeps values on it between calls).
 _SINGLE_WORKER_STUB = None
 _SINGLE_WORKER_CONTEXT = None
+# The default context as installed here, the groups it splits a call's clients
+# into, and the context `whole_calls()` installs (one worker streaming groups only).
+_DEFAULT_CONTEXT = None
+_NUM_SUBROUNDS = 1
+_WHOLE_CALL_CONTEXT = None
 _SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
 # False while the default context runs on `use_remote_workers`' workers, which
 # may be on other machines (runtime.handoff then cannot reach them).
@@ -60,11 +68,45 @@ def workers_are_local() -> bool:
   return _WORKERS_ARE_LOCAL
 
 
+def own_stream_groups() -> int:
+  """The groups a caller that makes inputs for each group itself splits a round's clients into.
+
+  The installed `num_subrounds` on one worker, whose calls `whole_calls()`
+  then runs unsplit; 1 under any other context, and with several workers,
+  where TFF's mergeable context splits each call across them (a call with
+  SERVER-placed inputs merged after its aggregation, which such a caller's
+  group calls have, is not one that context splits correctly: measured).
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  if _WHOLE_CALL_CONTEXT is None or tff.framework.get_context_stack().current is not _DEFAULT_CONTEXT:
+    return 1
+  return _NUM_SUBROUNDS
+
+
+@contextlib.contextmanager
+def whole_calls() -> Iterator[None]:
+  """Within the block, calls run on the one worker unsplit, while the default context streams groups.
+
+  For a caller that streams a round's clients itself (`own_stream_groups()`
+  groups, one call each, module docstring): its calls must not be split
+  into groups again. The block's context is the single-worker one, so
+  `runtime.resident` keeps values there. Elsewhere it changes nothing.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  stack = tff.framework.get_context_stack()
+  if _WHOLE_CALL_CONTEXT is None or stack.current is not _DEFAULT_CONTEXT:
+    yield
+    return
+  with stack.install(_WHOLE_CALL_CONTEXT):
+    yield
+
+
 def single_worker_stub():
   """The `RemoteExecutorGrpcStub` of the current context's only worker, or None.
 
   None as well when another context (TFF's test context, say) was installed
-  over ours.
+  over ours, and while the default context streams a call's clients in
+  groups (`num_subrounds` > 1), except within `whole_calls()`.
   """
   if _SINGLE_WORKER_STUB is None:
     return None
@@ -150,8 +192,9 @@ def _set_default_context(context) -> None:
 
 
 def _forget_workers() -> None:
-  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WATCH
-  _SINGLE_WORKER_STUB = _SINGLE_WORKER_CONTEXT = None
+  global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WATCH, _DEFAULT_CONTEXT, _WHOLE_CALL_CONTEXT, _NUM_SUBROUNDS
+  _SINGLE_WORKER_STUB = _SINGLE_WORKER_CONTEXT = _DEFAULT_CONTEXT = _WHOLE_CALL_CONTEXT = None
+  _NUM_SUBROUNDS = 1
   if _WATCH is not None:
     _WATCH.stop()
     _WATCH = None
@@ -248,21 +291,30 @@ def use_remote_workers(addresses: Sequence[str], timeout: float = 30.0,
 def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_LOST_AFTER,
              num_subrounds: int = 1) -> None:
   global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WORKERS_ARE_LOCAL, _WATCH
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  global _DEFAULT_CONTEXT, _WHOLE_CALL_CONTEXT, _NUM_SUBROUNDS
   _forget_workers()
   _WORKERS_ARE_LOCAL = local
   # An owned worker can die too (the kernel's OOM killer): it is watched like a remote one.
   _WATCH = liveness.WorkerWatch(addresses, lost_after=lost_after,
                                 remedy=liveness.LOCAL_REMEDY if local else liveness.REMOTE_REMEDY)
-  if len(addresses) == 1 and num_subrounds == 1:
+  groups = max(num_subrounds, len(addresses))
+  if len(addresses) == 1:
     stub = _stub_for(addresses[0])
-    context = _context_for(addresses[0], stub=stub)
-    _set_default_context(context)
-    _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT = stub, context
+    _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT = stub, _context_for(addresses[0], stub=stub)
+    default = _SINGLE_WORKER_CONTEXT
+    if groups > 1:  # streamed: TFF's mergeable context, and whole calls for callers streaming themselves
+      default, _WHOLE_CALL_CONTEXT = _mergeable(addresses, groups), _SINGLE_WORKER_CONTEXT
   else:
-    contexts = [_context_for(a, asynchronous=True) for a in addresses]
-    tff.backends.native.set_mergeable_comp_execution_context(
-        contexts, num_subrounds=max(num_subrounds, len(addresses)))
+    default = _mergeable(addresses, groups)
+  _DEFAULT_CONTEXT, _NUM_SUBROUNDS = default, groups
+  _set_default_context(default)
+
+
+def _mergeable(addresses: Sequence[str], groups: int):
+  """TFF's mergeable context over one asynchronous context per worker, `groups` groups a call."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  return tff.backends.native.create_mergeable_comp_execution_context(
+      [_context_for(a, asynchronous=True) for a in addresses], num_subrounds=groups)
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ class Resident:
     self._clients = clients
     self._fetched: Any = None
     self._has_fetched = executor is None
+    self._copies: dict[int, Any] = {}  # id(executor) -> this value sent to another executor
     self.meta = dict(meta or {})   # small facts a caller wants without a fetch (e.g. the round number)
 
   @property
@@ -249,8 +250,7 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
       values.append(arg._value)  # pylint: disable=protected-access
       chain = max(chain, arg._chain)  # pylint: disable=protected-access
     else:
-      python_value = await _fetch_async(arg)  # a handle of another executor: via Python
-      values.append(await executor.create_value(tff.tensorflow.transform_args(python_value), type_spec))
+      values.append(await _sent_to(executor, arg, type_spec))
   compiled = _compile(comp)
   # The computation is sent once per executor (the context sends it every call).
   comp_value = _comp_values.get((id(compiled), id(executor)))
@@ -277,6 +277,21 @@ async def _call_remote(stub, comp, args, types, keep, meta, result_type, clients
     else:
       parts.append((name, _to_python(await selected.compute(), type_spec)))
   return _assemble(parts, result_type)
+
+
+async def _sent_to(executor, arg: Any, type_spec):
+  """`arg` created on `executor`; a handle of another executor goes via Python, once per executor.
+
+  (Calls on groups of two sizes, the streamed secure round's, use two
+  executors: its state would otherwise be re-sent every call.)
+  """
+  key = id(executor)
+  if isinstance(arg, Resident) and arg.is_remote and arg._executor is not executor and key in arg._copies:  # pylint: disable=protected-access
+    return arg._copies[key]  # pylint: disable=protected-access
+  value = await executor.create_value(tff.tensorflow.transform_args(await _fetch_async(arg)), type_spec)
+  if isinstance(arg, Resident) and arg.is_remote and arg._executor is not executor:  # pylint: disable=protected-access
+    arg._copies[key] = value  # pylint: disable=protected-access
+  return value
 
 
 def _assemble(parts, result_type):
