@@ -82,6 +82,9 @@ def _is_unavailable(error: BaseException) -> bool:
   return False
 
 
+_PROBES_AFTER_FAILURE = 5
+
+
 class WorkerWatch:
   """Probes a set of workers in a background thread; `guard()` turns a loss into `WorkerLostError`."""
 
@@ -131,11 +134,17 @@ class WorkerWatch:
     """The loss of the first worker that accepts no connection now, after a call failed as unavailable.
 
     No grace period: the call that failed is gone with whatever the worker held.
+    A killed process's connections may close before its listening socket
+    does, so a probe made at once can still connect: a worker is probed a
+    few times over about a second before it counts as reachable.
     """
-    for address in self.addresses:
-      if not reachable(address, timeout=self.interval):
-        self._lost = self._lost or WorkerLostError(address, 0.0, self.remedy)
-        return self._lost
+    for probe in range(_PROBES_AFTER_FAILURE):
+      for address in self.addresses:
+        if not reachable(address, timeout=self.interval):
+          self._lost = self._lost or WorkerLostError(address, 0.0, self.remedy)
+          return self._lost
+      if probe < _PROBES_AFTER_FAILURE - 1:
+        time.sleep(0.25)
     return None
 
   @contextlib.contextmanager
