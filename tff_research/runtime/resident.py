@@ -285,12 +285,13 @@ async def _sent_to(executor, arg: Any, type_spec):
   (Calls on groups of two sizes, the streamed secure round's, use two
   executors: its state would otherwise be re-sent every call.)
   """
-  key = id(executor)
-  if isinstance(arg, Resident) and arg.is_remote and arg._executor is not executor and key in arg._copies:  # pylint: disable=protected-access
-    return arg._copies[key]  # pylint: disable=protected-access
+  copies = (arg._copies if isinstance(arg, Resident) and arg.is_remote  # pylint: disable=protected-access
+            and arg._executor is not executor else None)  # pylint: disable=protected-access
+  if copies is not None and id(executor) in copies:
+    return copies[id(executor)]
   value = await executor.create_value(tff.tensorflow.transform_args(await _fetch_async(arg)), type_spec)
-  if isinstance(arg, Resident) and arg.is_remote and arg._executor is not executor:  # pylint: disable=protected-access
-    arg._copies[key] = value  # pylint: disable=protected-access
+  if copies is not None:
+    copies[id(executor)] = value
   return value
 
 
