@@ -4,6 +4,8 @@ r"""Secure vs plain FedAvg on the reference NWP model (preset "reference"): roun
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=100 --rounds=21
   python -m benchmarks.secure_fedavg_nwp --clients_per_round=1000 --clients_per_subround=50 --rounds=2 \
       --secure_prg=aes-ctr
+  python -m benchmarks.secure_fedavg_nwp --clients_per_round=200 --clients_per_subround=25 --num_workers=2 \
+      --secure_prg=aes-ctr --rounds=3
   python -m benchmarks.secure_fedavg_nwp --secure_prg=philox --secure_neighbors=14
   python -m benchmarks.secure_fedavg_nwp --secure_prg= --dp=central,ftrl --rounds=21   # DP against plain
   python -m benchmarks.secure_fedavg_nwp --secure_prg=aes-ctr --dp=distributed --rounds=21  # against secure
@@ -21,8 +23,8 @@ median over those rounds of secure / plain for the same round
 loss, the clipped count, and the worker's CPU seconds per steady round
 (`extra_worker_cpu_s`: the masks' share of it is zero for AES-CTR,
 expanded in Python, so the Python process's CPU is printed too), and the
-peak RSS of this process and of the worker during each process's rounds
-(sampled every 0.2 s: `peak_rss_gb`).
+peak RSS of this process and of the workers (summed) during each process's
+rounds (sampled every 0.2 s: `peak_rss_gb`).
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ def _parse(argv):
   parser.add_argument("--clients_per_subround", type=int, default=0,
                       help="stream each round's clients through the worker in groups of at most this many "
                            "(0: all at once); bounds the worker's memory at large rounds")
+  parser.add_argument("--num_workers", type=int, default=1,
+                      help="local workers behind TFF's mergeable context (the secure round: waves of one group each)")
   parser.add_argument("--data_dir", default=None)
   return parser.parse_args(argv)
 
@@ -172,7 +176,8 @@ def main(argv=None) -> int:
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   base, configs = _configs(args)
-  with runtime.local_runtime(num_subrounds=runtime.context.subrounds_for(args.clients_per_round,
+  with runtime.local_runtime(num_workers=args.num_workers,
+                             num_subrounds=runtime.context.subrounds_for(args.clients_per_round,
                                                                          args.clients_per_subround)):
     data = experiment.load_nwp_data(base, verbose=False)
     processes, states, timing, secure, model_fn = _train_side_by_side(base, configs, data)

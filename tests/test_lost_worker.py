@@ -63,8 +63,8 @@ def test_the_round_it_interrupted_is_named_with_the_checkpoint_kept():
   assert "no round had finished" in str(liveness.WorkerLostError("h:1", 5).during_round(1))
 
 
-def _driver(run_dir_parent, addresses, python_env, repo_root, shakespeare_dir):
-  command = [sys.executable, "-m", "experiments.train_nwp", "--preset=smoke", "--rounds=6",
+def _driver(run_dir_parent, addresses, python_env, repo_root, shakespeare_dir, extra=()):
+  command = [sys.executable, "-m", "experiments.train_nwp", "--preset=smoke", "--rounds=6", *extra,
              "--clients_per_round=20", "--max_elements_per_client=64", f"--data_dir={shakespeare_dir}",
              f"--workers={','.join(addresses)}", f"--worker_timeout={LOST_AFTER}",
              f"--output_dir={run_dir_parent}", "--noplot"]
@@ -123,6 +123,38 @@ def test_a_worker_killed_mid_round_stops_the_run_at_its_checkpoint_and_a_rerun_m
   assert sorted(resumed.files) == sorted(whole.files)
   for name in whole.files:
     np.testing.assert_array_equal(resumed[name], whole[name])
+
+
+def test_a_worker_killed_in_a_secure_round_on_two_workers_stops_the_run_at_its_checkpoint(
+    tmp_path, python_env, repo_root, shakespeare_dir):
+  """The secure round runs its groups on both workers at once, in threads (client_groups.on_workers): the
+  loss still reaches the driver's main thread as one line, and no thread waiting on the dead worker holds
+  the process open."""
+  ports = [workers_lib.pick_free_port(), workers_lib.pick_free_port()]
+  addresses = [f"127.0.0.1:{p}" for p in ports]
+  wrappers = [test_remote_workers._start_worker_cli(p, python_env, repo_root) for p in ports]
+  try:
+    victim = test_remote_workers._worker_pid(wrappers[1].pid)
+    driver = _driver(tmp_path, addresses, python_env, repo_root, shakespeare_dir,
+                     extra=["--aggregator=secure", "--clients_per_subround=5"])
+    _wait_for_round(tmp_path / "smoke" / "metrics.csv", 2, driver)
+    os.kill(victim, 9)
+    killed_at = time.monotonic()
+    output, _ = driver.communicate(timeout=120)
+    assert time.monotonic() - killed_at < LOST_AFTER + 20, output
+  finally:
+    for wrapper in wrappers:
+      wrapper.terminate()
+    for wrapper in wrappers:
+      wrapper.wait(timeout=30)
+  assert driver.returncode == EXIT_WORKER_LOST, output
+  last = output.strip().splitlines()[-1]
+  assert last.startswith(f"error: worker {addresses[1]} lost during round "), output
+  assert "Traceback" not in output, output
+  stopped_in = int(last.split("during round ")[1].split(":")[0])
+  checkpoints = sorted(int(d[len("round_"):]) for d in os.listdir(tmp_path / "smoke" / "checkpoints")
+                       if d.startswith("round_"))
+  assert checkpoints[-1] == stopped_in - 1, (checkpoints, last)
 
 
 def test_the_local_worker_killed_mid_run_stops_run_experiment_with_the_local_advice(shakespeare_dir, tmp_path):

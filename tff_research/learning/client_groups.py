@@ -15,7 +15,12 @@ been computed:
   middle(state, data_g, material_g, acc)  -> acc = merge(acc, up_to_merge(...))
   last(state, data_G, material_G, acc)    -> after_merge(arg, merge(acc, up_to_merge(arg)))
 
-`last` returns what the client round returns. The merge is the aggregations'
+`last` returns what the client round returns. On one worker the groups run
+one after another (`__call__`). With several (`on_workers`), they run in
+waves of one group per worker, at the same time, each worker carrying its
+own `acc`; the workers' accs are then merged and one last group of a single
+member ends the round, so that the round's one `last` call, which no other
+call can run beside, is short. The merge is the aggregations'
 own (TFF's `federated_aggregate` merge functions), so the result is the one
 call's: the masked sum (integer words mod 2^w) exactly, metrics up to the
 order in which their floats are added. `after_merge` takes the last group's
@@ -25,10 +30,13 @@ clients feeds no output and is not run (it does not read the materials).
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tff_research.runtime import context as context_lib
 
 
 def split(members: Sequence[int], num_groups: int) -> list[list[int]]:
@@ -46,6 +54,20 @@ def split(members: Sequence[int], num_groups: int) -> list[list[int]]:
     groups.append(members[start:end])
     start = end
   return groups
+
+
+def split_for_workers(members: Sequence[int], num_groups: int, num_workers: int) -> list[list[int]]:
+  """Groups for `GroupedClientRound.on_workers`: whole waves of one group per worker, then the last member alone.
+
+  At least `num_groups` groups before the last, rounded up to a multiple of
+  `num_workers` (fewer where there are fewer members). One group, all of
+  `members`, where there are no more members than workers.
+  """
+  members = list(members)
+  if num_workers < 2 or len(members) <= num_workers:
+    return [members]
+  waves = -(-max(int(num_groups), num_workers) // num_workers)
+  return split(members[:-1], waves * num_workers) + [members[-1:]]
 
 
 def _digest_of(member_type):
@@ -92,7 +114,11 @@ class GroupedClientRound:
     def last(state, data, material, acc):
       return form.after_merge([state, data, material], merged(state, data, material, acc))
 
-    self.first, self.middle, self.last = first, middle, last
+    @tff.federated_computation(acc_type, acc_type)
+    def merge_two(acc, other):
+      return tff.federated_map(form.merge, tff.federated_zip([acc, other]))
+
+    self.first, self.middle, self.last, self.merge_two = first, middle, last, merge_two
 
   def __call__(self, call, state: Any, groups: Sequence[tuple[list[Any], Any]], release, keep) -> Any:
     """The client round's result over `groups`, one call each.
@@ -119,3 +145,41 @@ class GroupedClientRound:
       acc = call(comp, state, data, materials, *args, keep=("acc",), chain_step=0)["acc"]
       release()
     raise ValueError("no group of clients")
+
+  def on_workers(self, contexts: Sequence[Any], state: Any, groups: Sequence[tuple[list[Any], Any]],
+                 release) -> Any:
+    """The client round's result over `groups` (`split_for_workers`), on one context per worker.
+
+    Every group but the last runs in waves of one group per worker, the
+    wave's calls at the same time (`runtime.context.call_on_workers`); a
+    wave's materials are made just before it and freed once all its calls
+    came back. Then the workers' accs are merged and the last group's call
+    (on the first worker) returns the round's result. Values travel through
+    Python: `state` must be a Python value.
+
+    Args:
+      contexts: one synchronous context per worker (`runtime.context.worker_contexts()`).
+      state, groups, release: as in `__call__`.
+
+    Returns:
+      What `client_round(state, all data, all materials)` returns.
+    """
+    if len(groups) < 2:
+      raise ValueError("on_workers needs at least two groups (split_for_workers)")
+    *body, (tail_data, tail_materials_fn) = groups
+    accs: list = [None] * len(contexts)
+    for start in range(0, len(body), len(contexts)):
+      wave = body[start:start + len(contexts)]
+      calls = []
+      for worker, (data, materials_fn) in enumerate(wave):
+        comp, extra = (self.first, ()) if accs[worker] is None else (self.middle, (accs[worker],))
+        calls.append((contexts[worker], functools.partial(comp, state, data, materials_fn(), *extra)))
+      # Every result is back in Python, so every call has read its materials.
+      accs[:len(wave)] = [result["acc"] for result in context_lib.call_on_workers(calls)]
+      del calls
+      release()
+    acc, *others = [a for a in accs if a is not None]
+    with tff.framework.get_context_stack().install(contexts[0]):
+      for other in others:
+        acc = self.merge_two(acc, other)
+      return self.last(state, tail_data, tail_materials_fn(), acc)

@@ -29,9 +29,11 @@ Where the runtime streams a call's clients through one worker in groups
 (`num_subrounds` > 1, `--clients_per_subround`), the client round runs on
 that many groups of survivors itself, one call each, with one group's
 materials in memory at a time (`client_groups`), its calls unsplit within
-`runtime.context.whole_calls()`. With several workers TFF's mergeable
-context splits the one call across them, every survivor's materials made
-before it.
+`runtime.context.whole_calls()`. With several workers it runs them in waves
+of one group per worker at the same time, on each worker's own context, one
+wave's materials in memory at a time (at least one group per worker; a round
+with no more survivors than workers is one call that TFF's mergeable
+context splits across them).
 """
 from __future__ import annotations
 
@@ -223,17 +225,21 @@ class InteractiveLearningProcess:
     plan = self.aggregator.start_round(n, round_num, dropped, attempt)
     if isinstance(plan, interactive.Refused):
       return plan
-    groups = client_groups.split(plan.survivors, context_lib.own_stream_groups())
+    workers = context_lib.worker_contexts()
+    if workers:
+      groups = client_groups.split_for_workers(plan.survivors, context_lib.own_stream_groups(), len(workers))
+    else:
+      groups = client_groups.split(plan.survivors, context_lib.own_stream_groups())
     try:
       with context_lib.whole_calls():  # the groups are this process's own (client_groups)
-        return self._run_stages(state, client_data, plan, groups)
+        return self._run_stages(state, client_data, plan, groups, workers)
     finally:
       # Only now: a kept value may be computed when it is used, so the
       # materials are read for sure once the server round's outputs are back.
       self.aggregator.release()
 
-  def _run_stages(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]]):
-    out = self._client_stage(state, client_data, plan, groups)
+  def _run_stages(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]], workers: list):
+    out = self._client_stage(state, client_data, plan, groups, workers)
     correction = self.aggregator.correction(plan, int(out["clients"]))
     if isinstance(correction, interactive.Refused):
       return correction
@@ -244,8 +250,9 @@ class InteractiveLearningProcess:
         aggregator=self.aggregator.measurements(plan, srv["aggregator"]), finalizer=srv["finalizer"])
     return tff.learning.templates.LearningProcessOutput(srv["state"], metrics)
 
-  def _client_stage(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]]):
-    """The client round on the survivors: one call, or one per group where the runtime streams clients."""
+  def _client_stage(self, state, client_data, plan: interactive.RoundPlan, groups: list[list[int]],
+                    workers: list):
+    """The client round on the survivors: one call, or one per group (on `workers`' contexts where given)."""
     # chain_step=0: a round moves the state one step along resident.MAX_CHAIN,
     # as a one-call round does (re-sent every MAX_CHAIN rounds, not twice as often).
     keep = ("state", "masked_sum")
@@ -254,10 +261,11 @@ class InteractiveLearningProcess:
                         self.aggregator.client_materials(plan), keep=keep, chain_step=0)
     if self._grouped is None or self._grouped.client_round is not self.client_round:
       self._grouped = client_groups.GroupedClientRound(self.client_round)  # (with_datasets_built_by may swap it)
-    return self._grouped(
-        self._call, state,
-        [([client_data[u] for u in group], functools.partial(self.aggregator.client_materials, plan, group))
-         for group in groups], self.aggregator.release, keep)
+    per_group = [([client_data[u] for u in group], functools.partial(self.aggregator.client_materials, plan, group))
+                 for group in groups]
+    if workers:
+      return self._grouped.on_workers(workers, resident.fetch(state), per_group, self.aggregator.release)
+    return self._grouped(self._call, state, per_group, self.aggregator.release, keep)
 
   @staticmethod
   def _round_number(state) -> int:

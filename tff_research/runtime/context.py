@@ -16,14 +16,17 @@ groups: a worker then holds one group's client data and results at a time
 instead of the whole round's, at the cost of the state travelling through
 Python (BENCHMARKS.md, "Clients a round at scale"). A caller that streams its
 clients itself, because each group needs inputs made just for it (the secure
-sum's masks, `learning.composers`), reads `own_stream_groups()` and makes
-its calls inside `whole_calls()`, where they run unsplit on the one worker.
+sum's masks, `learning.composers`), reads `own_stream_groups()`: on one
+worker it makes its calls inside `whole_calls()`, where they run unsplit;
+with several it runs them on `worker_contexts()`, one context per worker,
+several at once with `call_on_workers`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator, Optional, Sequence
+import threading
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tff_research.runtime import liveness
 from tff_research.runtime import tff_internals
@@ -42,10 +45,12 @@ _OWNED_WORKERS: list[workers_lib.ManagedWorker] = []
 _SINGLE_WORKER_STUB = None
 _SINGLE_WORKER_CONTEXT = None
 # The default context as installed here, the groups it splits a call's clients
-# into, and the context `whole_calls()` installs (one worker streaming groups only).
+# into, the context `whole_calls()` installs (one worker streaming groups only)
+# and, with several workers, one synchronous context per worker.
 _DEFAULT_CONTEXT = None
 _NUM_SUBROUNDS = 1
 _WHOLE_CALL_CONTEXT = None
+_WORKER_CONTEXTS: list = []
 _SHUTDOWN_CALLBACKS: list[Callable[[], None]] = []
 # False while the default context runs on `use_remote_workers`' workers, which
 # may be on other machines (runtime.handoff then cannot reach them).
@@ -71,16 +76,58 @@ def workers_are_local() -> bool:
 def own_stream_groups() -> int:
   """The groups a caller that makes inputs for each group itself splits a round's clients into.
 
-  The installed `num_subrounds` on one worker, whose calls `whole_calls()`
-  then runs unsplit; 1 under any other context, and with several workers,
-  where TFF's mergeable context splits each call across them (a call with
-  SERVER-placed inputs merged after its aggregation, which such a caller's
-  group calls have, is not one that context splits correctly: measured).
+  The installed `num_subrounds` (at least one per worker) where the default
+  context streams groups or has several workers; 1 under any other context.
+  On one worker the caller's calls run unsplit within `whole_calls()`; with
+  several, on `worker_contexts()`: TFF's mergeable context would split each
+  of them again, and a call with a SERVER-placed input merged after its
+  aggregation, which such a caller's group calls have, is not one it splits
+  correctly (measured: 7 clients counted for 6).
   """
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  if _WHOLE_CALL_CONTEXT is None or tff.framework.get_context_stack().current is not _DEFAULT_CONTEXT:
+  if not (_WHOLE_CALL_CONTEXT or _WORKER_CONTEXTS) or not _default_is_current():
     return 1
   return _NUM_SUBROUNDS
+
+
+def worker_contexts() -> list:
+  """With several workers behind the default context (and it current): one synchronous context per worker; else []."""
+  return list(_WORKER_CONTEXTS) if _WORKER_CONTEXTS and _default_is_current() else []
+
+
+def call_on_workers(calls: Sequence[tuple[Any, Callable[[], Any]]]) -> list:
+  """`fn()` for each `(worker context, fn)`, all at once, each in its own thread under its context.
+
+  Returns the results in order; the first call that raised raises here.
+  The threads are daemons: if a worker is lost, `guard_worker_calls()`
+  interrupts this (main) thread's wait, and a thread still waiting on the
+  lost worker does not keep the process from exiting.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  results: list = [None] * len(calls)
+  errors: list = [None] * len(calls)
+
+  def run(index: int, worker_context, fn) -> None:
+    try:
+      with tff.framework.get_context_stack().install(worker_context):  # the stack is per thread
+        results[index] = fn()
+    except BaseException as error:  # pylint: disable=broad-except  (re-raised in the caller's thread)
+      errors[index] = error
+
+  threads = [threading.Thread(target=run, args=(i, c, fn), daemon=True, name=f"worker-call-{i}")
+             for i, (c, fn) in enumerate(calls)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  for error in errors:
+    if error is not None:
+      raise error
+  return results
+
+
+def _default_is_current() -> bool:
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  return tff.framework.get_context_stack().current is _DEFAULT_CONTEXT
 
 
 @contextlib.contextmanager
@@ -93,11 +140,10 @@ def whole_calls() -> Iterator[None]:
   `runtime.resident` keeps values there. Elsewhere it changes nothing.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  stack = tff.framework.get_context_stack()
-  if _WHOLE_CALL_CONTEXT is None or stack.current is not _DEFAULT_CONTEXT:
+  if _WHOLE_CALL_CONTEXT is None or not _default_is_current():
     yield
     return
-  with stack.install(_WHOLE_CALL_CONTEXT):
+  with tff.framework.get_context_stack().install(_WHOLE_CALL_CONTEXT):
     yield
 
 
@@ -195,6 +241,7 @@ def _forget_workers() -> None:
   global _SINGLE_WORKER_STUB, _SINGLE_WORKER_CONTEXT, _WATCH, _DEFAULT_CONTEXT, _WHOLE_CALL_CONTEXT, _NUM_SUBROUNDS
   _SINGLE_WORKER_STUB = _SINGLE_WORKER_CONTEXT = _DEFAULT_CONTEXT = _WHOLE_CALL_CONTEXT = None
   _NUM_SUBROUNDS = 1
+  _WORKER_CONTEXTS.clear()
   if _WATCH is not None:
     _WATCH.stop()
     _WATCH = None
@@ -306,6 +353,7 @@ def _install(addresses: Sequence[str], local: bool, lost_after: float = DEFAULT_
       default, _WHOLE_CALL_CONTEXT = _mergeable(addresses, groups), _SINGLE_WORKER_CONTEXT
   else:
     default = _mergeable(addresses, groups)
+    _WORKER_CONTEXTS.extend(_context_for(a) for a in addresses)
   _DEFAULT_CONTEXT, _NUM_SUBROUNDS = default, groups
   _set_default_context(default)
 
