@@ -301,16 +301,18 @@ def test_a_long_update_is_rotated_in_blocks_and_comes_back_exact_apart_from_roun
   assert np.max(np.abs(error)) < 7 / p.scale
 
 
-def test_a_distributed_dp_round_streamed_in_groups_sums_every_survivor(smoke):
-  """The unweighted secure round (noise under the masks) in 3 groups a round (learning.client_groups)."""
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_a_distributed_dp_round_streamed_in_groups_sums_every_survivor(smoke, num_workers):
+  """The unweighted secure round (noise under the masks) in 3 groups a round (learning.client_groups); on
+  two workers in waves of one group each, then the last survivor alone."""
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   config, data = smoke
-  config = dataclasses.replace(config, experiment_name="dp_distributed_streamed", rounds=2, clients_per_round=10,
+  config = dataclasses.replace(config, experiment_name=f"dp_distributed_streamed{num_workers}", rounds=2, clients_per_round=10,
                                aggregator="secure", dp="distributed", dp_noise_multiplier=0.7, dp_clip=0.5,
                                eval_every=2, seed=3)
   try:
-    runtime.use_local_runtime(num_subrounds=3)
+    runtime.use_local_runtime(num_subrounds=3, num_workers=num_workers)
     result = experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
   finally:
     runtime.use_local_runtime()  # the rest of the suite runs on one call a round again
