@@ -308,9 +308,9 @@ def test_a_distributed_dp_round_streamed_in_groups_sums_every_survivor(smoke, nu
   from tff_research import runtime  # pylint: disable=g-import-not-at-top
   from tff_research.learning import experiment  # pylint: disable=g-import-not-at-top
   config, data = smoke
-  config = dataclasses.replace(config, experiment_name=f"dp_distributed_streamed{num_workers}", rounds=2, clients_per_round=10,
-                               aggregator="secure", dp="distributed", dp_noise_multiplier=0.7, dp_clip=0.5,
-                               eval_every=2, seed=3)
+  config = dataclasses.replace(config, experiment_name=f"dp_distributed_streamed{num_workers}", rounds=2,
+                               clients_per_round=10, aggregator="secure", dp="distributed",
+                               dp_noise_multiplier=0.7, dp_clip=0.5, eval_every=2, seed=3)
   try:
     runtime.use_local_runtime(num_subrounds=3, num_workers=num_workers)
     result = experiment.run_experiment(config, progress=False, plot=False, log=lambda _: None, data=data)
