@@ -16,7 +16,7 @@ def configure_logging(verbose: bool = False) -> None:
     os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+  os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # its errors at exit (a poller kick) are not the user's
   os.environ.setdefault("GLOG_minloglevel", "3")
   warnings.filterwarnings("ignore", category=DeprecationWarning)
   warnings.filterwarnings("ignore", category=FutureWarning)
