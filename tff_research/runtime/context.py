@@ -84,7 +84,7 @@ def own_stream_groups() -> int:
   aggregation, which such a caller's group calls have, is not one it splits
   correctly (measured: 7 clients counted for 6).
   """
-  if not (_WHOLE_CALL_CONTEXT or _WORKER_CONTEXTS) or not _default_is_current():
+  if (_WHOLE_CALL_CONTEXT is None and not _WORKER_CONTEXTS) or not _default_is_current():
     return 1
   return _NUM_SUBROUNDS
 
