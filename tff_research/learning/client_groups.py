@@ -176,7 +176,7 @@ class GroupedClientRound:
         calls.append((contexts[worker], functools.partial(comp, state, data, materials_fn(), *extra)))
       # Every result is back in Python, so every call has read its materials.
       accs[:len(wave)] = [result["acc"] for result in context_lib.call_on_workers(calls)]
-      del calls
+      del calls  # inline masks (remote workers: no memory files) are freed with the calls holding them
       release()
     acc, *others = [a for a in accs if a is not None]
     with tff.framework.get_context_stack().install(contexts[0]):
