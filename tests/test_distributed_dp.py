@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import scipy.stats
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.aggregation.test_secure_sum import _uniform_over_ring
@@ -69,8 +70,31 @@ def test_one_huge_update_moves_the_sum_by_at_most_the_clip():
   process = distributed.DistributedDpFactory(_dp(0.0), SecureSumConfig(), 5, bits=16).create(VALUE_TYPE)
   total, _ = _sum(process, values)
   p = process.params
-  assert np.linalg.norm(total) <= p.scaled_inflated_l2 / p.scale  # the rounding-inflated clip
+  # The rounding-inflated clip, up to the float64 error of the server's rotation back.
+  assert np.linalg.norm(total) <= p.scaled_inflated_l2 / p.scale * (1 + 1e-12)
   assert np.linalg.norm(total) == pytest.approx(CLIP, rel=1e-3)
+
+
+def test_conditional_rounding_keeps_every_update_within_the_accounted_sensitivity_exactly():
+  """The accountant's Delta_2 with no leeway: each rounded update's squared norm, in integers, is at most
+  floor(Delta_2^2), over many rounding draws of one huge update (most first draws are too long)."""
+  params = distributed.DistributedDpFactory(_dp(0.0), SecureSumConfig(), 5, bits=16).parameters(VALUE_TYPE)
+  encoder = distributed.DiscreteGaussianEncoder(VALUE_TYPE, params, rotation_seed=3)
+  huge = collections.OrderedDict(kernel=np.full((6, 3), 1e6, np.float32), bias=np.full(5, -1e6, np.float32))
+  bound = distributed.squared_integer_bound(params.scaled_inflated_l2)
+  assert bound <= params.scaled_inflated_l2**2 < bound + 1
+  squared = []
+  for i in range(200):
+    rounded = encoder.client_encode(huge, tf.constant([i, 11], tf.int64)).numpy().astype(np.int64)
+    squared.append(int(rounded @ rounded))
+  assert max(squared) <= bound
+  assert max(squared) > (params.l2_clip * params.scale) ** 2  # rounding lengthens: the bound was tested
+
+
+def test_an_update_too_long_to_check_exactly_is_refused_in_one_line():
+  with pytest.raises(ValueError, match="too long to check exactly"):
+    distributed.DistributedDpFactory(_dp(0.0, clip=1e4), SecureSumConfig(), 4, bits=32).parameters(
+        tff.TensorType(np.float32, [2**16]))
 
 
 @pytest.mark.parametrize("dropped", [(), (3,)])

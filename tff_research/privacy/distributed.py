@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fractions
 import math
 import secrets
 from typing import Any, Optional, Sequence
@@ -70,6 +71,8 @@ MODCLIP_PROB = 1e-4
 MAX_SCALE = 1e6  # TFF's cap: a larger scale no longer lowers the rounding error measurably
 # Refused where rounding inflates the sensitivity by more than this (a few bits too few).
 MAX_INFLATION = 1.25
+# Any rounded draw is shorter than Delta_2 + sqrt(d) < this, so its squared norm fits int64 (`squared_integer_bound`).
+MAX_SCALED_NORM = 2.0**31
 MAX_ROUNDING_TRIES = 1000  # conditional rounding's redraws before it gives up (expected: about 1 / (1 - beta))
 _ROUND_STREAM, _NOISE_STREAM = 1, 2
 
@@ -131,6 +134,13 @@ class DdgaussParameters:
         clients=self.min_clients, num_clients=int(num_train_clients), clients_per_round=self.max_clients)
 
 
+def squared_integer_bound(l2_bound: float) -> int:
+  """floor(l2_bound^2), exactly: an integer vector's norm is at most `l2_bound` iff its squared norm is at most this."""
+  if not 0.0 <= l2_bound < MAX_SCALED_NORM:
+    raise ValueError(f"exact integer rounding checks need an L2 bound in [0, 2^31), got {l2_bound:g}")
+  return math.floor(fractions.Fraction(l2_bound) ** 2)
+
+
 def ddgauss_parameters(dp: config_lib.DpConfig, dim: int, max_clients: int, min_clients: int,
                        bits: int) -> DdgaussParameters:
   """The parameters for updates of `dim` coordinates, or a one-line ValueError where `bits` are too few."""
@@ -145,6 +155,9 @@ def ddgauss_parameters(dp: config_lib.DpConfig, dim: int, max_clients: int, min_
                      f"{max_clients * k_stddevs()**2:.3g} (k = {k_stddevs():.2f} stddevs); use more bits")
   params = DdgaussParameters(dp.clip, dp.noise_multiplier, bits, dp.beta, int(dim), padded, max_clients,
                              min_clients, scale, local)
+  if params.scaled_inflated_l2 + math.sqrt(padded) >= MAX_SCALED_NORM:
+    raise ValueError(f"clip {dp.clip:g} at scale {scale:.3g} gives rounded updates too long to check exactly "
+                     f"(scaled norm {params.scaled_inflated_l2:.3g}, at most 2^31); use a smaller clip or fewer bits")
   if params.inflation > MAX_INFLATION:
     raise ValueError(
         f"bits={bits} are too few for {max_clients} clients, noise multiplier {dp.noise_multiplier:g} and "
@@ -263,8 +276,9 @@ class DiscreteGaussianEncoder(encoders_lib.Encoder):
     self.modular_bits = params.bits
     seed = secrets.randbits(62) if rotation_seed is None else int(rotation_seed)
     self._rotation_seed = (seed >> 31, seed & (2**31 - 1))
-    # The bound conditional rounding enforces (and the accountant's Delta_2), with TFF's leeway for float error.
-    self._bound = params.scaled_inflated_l2 + 1e-5 * params.scale
+    # The accountant's Delta_2 is the bound conditional rounding enforces, with no leeway: the rounded vector
+    # is integer, so its squared norm is compared exactly, in int64, with floor(Delta_2^2).
+    self._squared_bound = squared_integer_bound(params.scaled_inflated_l2)
 
   def encoded_type(self, value_type: Any) -> tff.TensorType:
     return tff.TensorType(np.int32, [self.params.padded_dim])
@@ -303,12 +317,17 @@ class DiscreteGaussianEncoder(encoders_lib.Encoder):
                                       dtype=tf.float64)
       return floor + tf.cast(u < x - floor, tf.float64)
 
+    def squared_norm(rounded):
+      as_integers = tf.cast(rounded, tf.int64)
+      return tf.reduce_sum(as_integers * as_integers)
+
+    bound = tf.constant(self._squared_bound, tf.int64)
+
     def too_long(i, rounded):
-      return tf.logical_and(i < MAX_ROUNDING_TRIES, tf.norm(rounded) > self._bound)
+      return tf.logical_and(i < MAX_ROUNDING_TRIES, squared_norm(rounded) > bound)
 
     _, rounded = tf.while_loop(too_long, lambda i, r: (i + 1, draw(i + 1)), (tf.constant(0), draw(0)))
-    check = tf.debugging.assert_less_equal(tf.norm(rounded), tf.constant(self._bound, tf.float64),
-                                           message="conditional rounding failed")
+    check = tf.debugging.assert_less_equal(squared_norm(rounded), bound, message="conditional rounding failed")
     with tf.control_dependencies([check]):
       return tf.cast(rounded, tf.int64)
 
