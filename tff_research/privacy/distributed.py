@@ -317,19 +317,22 @@ class DiscreteGaussianEncoder(encoders_lib.Encoder):
                                       dtype=tf.float64)
       return floor + tf.cast(u < x - floor, tf.float64)
 
-    def squared_norm(rounded):
-      as_integers = tf.cast(rounded, tf.int64)
-      return tf.reduce_sum(as_integers * as_integers)
+    def draw_with_squared_norm(i):
+      rounded = tf.cast(draw(i), tf.int64)
+      return rounded, tf.reduce_sum(rounded * rounded)
 
     bound = tf.constant(self._squared_bound, tf.int64)
 
-    def too_long(i, rounded):
-      return tf.logical_and(i < MAX_ROUNDING_TRIES, squared_norm(rounded) > bound)
+    def too_long(i, rounded, squared):
+      del rounded
+      return tf.logical_and(i < MAX_ROUNDING_TRIES, squared > bound)
 
-    _, rounded = tf.while_loop(too_long, lambda i, r: (i + 1, draw(i + 1)), (tf.constant(0), draw(0)))
-    check = tf.debugging.assert_less_equal(squared_norm(rounded), bound, message="conditional rounding failed")
+    # Each draw's squared norm travels with it, so the check after the loop reads it instead of a pass over d.
+    _, rounded, squared = tf.while_loop(too_long, lambda i, r, q: (i + 1, *draw_with_squared_norm(i + 1)),
+                                        (tf.constant(0), *draw_with_squared_norm(0)))
+    check = tf.debugging.assert_less_equal(squared, bound, message="conditional rounding failed")
     with tf.control_dependencies([check]):
-      return tf.cast(rounded, tf.int64)
+      return tf.identity(rounded)
 
   def server_decode(self, total: tf.Tensor, clients: tf.Tensor) -> Any:
     del clients  # the sum needs no count; the mean is the composer's
